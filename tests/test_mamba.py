@@ -1,0 +1,152 @@
+"""Mamba mixer: Vim bimamba-v2 semantics, block-local backward, carried-state chunks, initialisation."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssamba_stream.model.mamba import Mamba
+
+DIRECTION_PARAMS = [("conv1d", "conv1d_b"), ("x_proj", "x_proj_b"), ("dt_proj", "dt_proj_b"), ("A_log", "A_b_log"), ("D", "D_b")]
+
+
+def _mixer(seed: int = 0, **kwargs) -> Mamba:
+    """A mixer whose two directions hold different values (they start out identical but for dt)."""
+    torch.manual_seed(seed)
+    mixer = Mamba(16, **kwargs).eval()
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return mixer
+
+
+def _shared_copy(source: Mamba, **kwargs) -> Mamba:
+    clone = Mamba(16, **kwargs).eval()
+    clone.load_state_dict(source.state_dict())
+    return clone
+
+
+def test_parameter_names_follow_mamba_ssm_and_vim():
+    names = set(Mamba(32).state_dict())
+    expected = {
+        "in_proj.weight", "out_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight",
+        "dt_proj.bias", "A_log", "D", "conv1d_b.weight", "conv1d_b.bias", "x_proj_b.weight", "dt_proj_b.weight",
+        "dt_proj_b.bias", "A_b_log", "D_b",
+    }
+    assert names == expected
+    assert set(Mamba(32, bidirectional=False).state_dict()) == {n for n in expected if "_b" not in n}
+
+
+def test_initialisation_as_mamba_ssm():
+    torch.manual_seed(0)
+    mixer = Mamba(64, dt_min=1e-3, dt_max=0.1, dt_init_floor=1e-4)
+    assert mixer.dt_rank == math.ceil(64 / 16)
+    assert mixer.x_proj.weight.shape == (mixer.dt_rank + 32, 128)
+    for a_log, d in ((mixer.A_log, mixer.D), (mixer.A_b_log, mixer.D_b)):
+        assert torch.allclose(a_log, torch.log(torch.arange(1, 17.0)).expand(128, 16))
+        assert torch.equal(d, torch.ones(128))
+        assert a_log._no_weight_decay and d._no_weight_decay
+    for dt_proj in (mixer.dt_proj, mixer.dt_proj_b):
+        dt = F.softplus(dt_proj.bias)
+        assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 0.1 * 1.001
+        bound = mixer.dt_rank**-0.5
+        assert dt_proj.weight.abs().max() <= bound
+    assert mixer.in_proj.bias is None and mixer.out_proj.bias is None and mixer.conv1d.bias is not None
+
+
+def _swap_direction(key: str) -> str:
+    for fwd, bwd in DIRECTION_PARAMS:
+        for a, b in ((fwd, bwd), (bwd, fwd)):
+            if key == a or key.startswith(a + "."):
+                return b + key[len(a) :]
+    return key
+
+
+def test_backward_direction_runs_on_flipped_x_and_z():
+    """Swapping the two directions' parameters and reversing time must reverse the output."""
+    mixer = _mixer()
+    swapped = Mamba(16).eval()
+    swapped.load_state_dict({_swap_direction(k): v for k, v in mixer.state_dict().items()})
+    x = torch.randn(2, 19, 16)
+    assert torch.allclose(swapped(x.flip(1)).flip(1), mixer(x), atol=1e-5)
+    assert not torch.allclose(mixer(x.flip(1)).flip(1), mixer(x), atol=1e-3)
+
+
+def test_divide_out_halves_the_sum():
+    mixer = _mixer()
+    summed = _shared_copy(mixer, divide_out=False)
+    x = torch.randn(1, 9, 16)
+    # out_proj has no bias, so the output is linear in y: summing doubles it
+    assert torch.allclose(summed(x), 2 * mixer(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [3, 4])
+def test_single_block_equals_full_bidirectional(length):
+    full = _mixer()
+    block = _shared_copy(full, backward_block=4)
+    x = torch.randn(2, length, 16)
+    assert torch.allclose(block(x), full(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("block,ahead", [(4, 0), (4, 2), (5, 3), (1, 0)])
+def test_backward_sees_only_its_block_and_lookahead(block, ahead):
+    mixer = _mixer(backward_block=block, lookahead=ahead)
+    length = 4 * block + 3
+    x = torch.randn(1, length, 16)
+    base = mixer(x)
+    for k in range(length // block - 1):
+        end = (k + 1) * block + ahead  # first token block k does not see
+        if end < length:
+            changed = x.clone()
+            changed[:, end:] += 1.0
+            assert torch.equal(mixer(changed)[:, : (k + 1) * block], base[:, : (k + 1) * block])
+        changed = x.clone()
+        changed[:, end - 1] += 1.0  # the last token block k sees (its own or look-ahead)
+        assert not torch.allclose(mixer(changed)[:, k * block : (k + 1) * block], base[:, k * block : (k + 1) * block])
+
+
+@pytest.mark.parametrize("block,chunk", [(4, 4), (4, 12), (2, 6), (8, 8)])
+def test_forward_chunk_equals_offline(block, chunk):
+    mixer = _mixer(backward_block=block)
+    x = torch.randn(3, 48, 16)
+    state = mixer.init_state(3)
+    outputs = []
+    for piece in x.split(chunk, dim=1):
+        out, state = mixer.forward_chunk(piece, state)
+        outputs.append(out)
+    assert torch.allclose(torch.cat(outputs, dim=1), mixer(x), atol=1e-5)
+
+
+def test_unidirectional_token_steps_equal_offline():
+    mixer = _mixer(bidirectional=False)
+    x = torch.randn(2, 17, 16)
+    state = mixer.init_state(2)
+    steps = []
+    for t in range(x.shape[1]):
+        out, state = mixer.forward_chunk(x[:, t : t + 1], state)
+        steps.append(out)
+    assert torch.allclose(torch.cat(steps, dim=1), mixer(x), atol=1e-5)
+    assert state.conv.shape == (2, 32, 3) and state.ssm.shape == (2, 32, 16)
+    assert torch.equal(state.conv, mixer._split(x)[0][..., -3:])
+
+
+def test_streaming_refuses_what_cannot_stream():
+    with pytest.raises(ValueError, match="backward_block"):
+        _mixer().forward_chunk(torch.randn(1, 4, 16), Mamba(16).init_state(1))
+    blocky = _mixer(backward_block=4)
+    with pytest.raises(ValueError, match="multiple of backward_block"):
+        blocky.forward_chunk(torch.randn(1, 6, 16), blocky.init_state(1))
+    ahead = _mixer(backward_block=4, lookahead=2)
+    with pytest.raises(ValueError, match="lookahead=0"):
+        ahead.forward_chunk(torch.randn(1, 4, 16), ahead.init_state(1))
+    with pytest.raises(ValueError, match="backward_block too"):
+        Mamba(16, lookahead=2)
+
+
+def test_gradients_flow_to_both_directions():
+    mixer = Mamba(16, backward_block=4).train()
+    mixer(torch.randn(2, 10, 16)).square().mean().backward()
+    for name in ("A_log", "A_b_log", "conv1d.weight", "conv1d_b.weight", "dt_proj_b.bias"):
+        grad = mixer.get_parameter(name).grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name

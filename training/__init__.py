@@ -1,0 +1,1 @@
+"""ssamba_training: self-supervised pretraining and fine-tuning of SSAMBA models."""
