@@ -1,0 +1,15 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from audio_fixtures import ESPEAK, SKIP_REASON, synthesize_speech
+
+
+@pytest.fixture(scope="session")
+def speech_16k() -> np.ndarray:
+    """About 6 s of espeak-ng English at 16 kHz, with pauses between words (float32, [-1, 1])."""
+    if ESPEAK is None:
+        pytest.skip(SKIP_REASON)
+    return synthesize_speech("Hey Marvin, turn on the lights. Stop, go, yes, no.", word_gap_10ms=20)
