@@ -5,7 +5,6 @@ import pickle
 
 import pytest
 import torch
-from official_ssamba_keys import official_state_dict
 
 from ssamba_stream.errors import CheckpointError
 from ssamba_stream.model.checkpoint import (
@@ -16,6 +15,8 @@ from ssamba_stream.model.checkpoint import (
     write_directory_atomically,
 )
 from ssamba_stream.model.ssamba import build_model, resize_pos_embed
+
+from official_ssamba_keys import official_state_dict
 
 TINY_DEPTH = 4  # official layout at a smaller depth keeps the tests fast; depth-24 key names are covered too
 
@@ -162,3 +163,13 @@ def test_official_reader_refuses_pickled_code_and_non_checkpoints(tmp_path):
         import_official(tmp_path / "absent.pth")
     with pytest.raises(CheckpointError, match="import_official"):
         load_model(evil)
+
+
+def test_ssast_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("ssast-tiny", depth=2, num_classes=4).eval()
+    save_model(model, tmp_path / "ssast")
+    loaded = load_model(tmp_path / "ssast").eval()
+    assert type(loaded).__name__ == "SSAST" and loaded.config == model.config
+    fbank = torch.randn(1, 128, 128)
+    assert torch.equal(loaded(fbank), model(fbank))

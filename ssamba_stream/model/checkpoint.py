@@ -28,7 +28,15 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 from ..formats import CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_document
-from .ssamba import SSAMBA, SSAMBAConfig, resize_pos_embed
+from .ssamba import (
+    SSAMBA,
+    ModelConfig,
+    SpectrogramModel,
+    SSAMBAConfig,
+    build_model,
+    config_from_dict,
+    resize_pos_embed,
+)
 
 
 # ---------------------------------------------------------------------------------- atomic writes
@@ -78,7 +86,7 @@ def tensors_to_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | None
 
 
 # ---------------------------------------------------------------------------------- our format
-def save_model(model: SSAMBA, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
+def save_model(model: SpectrogramModel, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Save weights and config atomically; ``metadata`` (JSON-able) is kept in config.json."""
     document = {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "metadata": metadata or {}}
     return write_directory_atomically(
@@ -90,17 +98,17 @@ def save_model(model: SSAMBA, directory: str | os.PathLike, metadata: dict | Non
     )
 
 
-def read_checkpoint_config(directory: str | os.PathLike) -> tuple[SSAMBAConfig, dict]:
+def read_checkpoint_config(directory: str | os.PathLike) -> tuple[ModelConfig, dict]:
     """The config and metadata of a checkpoint directory, validated."""
     document = read_checkpoint_document(directory)
     try:
-        config = SSAMBAConfig.from_dict(document["config"])
+        config = config_from_dict(document["config"])
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{Path(directory) / CONFIG_FILE} has an invalid model config: {exc}") from None
     return config, document.get("metadata", {})
 
 
-def load_model(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> SSAMBA:
+def load_model(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> SpectrogramModel:
     """Rebuild a model from a checkpoint directory; every weight must be present with its shape."""
     config, _ = read_checkpoint_config(directory)
     weights_path = Path(directory) / WEIGHTS_FILE
@@ -110,7 +118,7 @@ def load_model(directory: str | os.PathLike, map_location: str | torch.device = 
         state = load_file(str(weights_path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is corrupt ({exc}): re-save the checkpoint") from None
-    model = SSAMBA(config)
+    model = build_model(config)
     load_state_strict(model, state, source=str(weights_path))
     return model.to(map_location)
 

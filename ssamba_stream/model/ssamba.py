@@ -5,6 +5,9 @@ and a cls token) and frames (all 128 mel bins x 2 frames, one token per 20 ms, n
 streaming model). Heads: the average-token classifier (SSAMBA's ``ft_avgtok``), the cls classifier
 (``ft_cls``) and the self-supervised prediction heads (``cpredlayer``/``gpredlayer`` + ``mask_embed``).
 Module names match the official checkpoints under ``module.v.`` (encoder) and ``module.`` (heads).
+
+Tokens, position, pooling and heads live in ``ModelConfig``/``TokenEmbedding``/``SpectrogramModel``,
+shared with the SSAST baseline (``ssast.py``); ``build_model`` builds either from ``CONFIGS``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,26 +27,26 @@ from .mamba import Mamba, MixerState
 TOKEN_KINDS = ("patch", "frame")
 HEAD_KINDS = ("avgtok", "cls")
 NORM_KINDS = ("layernorm", "rmsnorm")
+ARCHS = ("ssamba", "ssast")
 SSL_TARGET_DIM = 256  # a raw 16x16 patch or 128x2 frame pair, the target of the SSL heads
 
 
 @dataclass
-class SSAMBAConfig:
-    """Everything needed to rebuild a model; saved as JSON beside the weights."""
+class ModelConfig:
+    """Fields every architecture shares (tokens, position, heads, frontend); saved as JSON beside the weights.
+
+    The encoder's own fields live in a subclass (``SSAMBAConfig``, ``ssast.SSASTConfig``); ``arch`` records
+    which, so that ``config_from_dict`` can rebuild a saved config of either.
+    """
+
+    ARCH: ClassVar[str] = ""
 
     name: str = "custom"
+    arch: str = ""
     embed_dim: int = 192
     depth: int = 24
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
-    norm: str = "layernorm"
     norm_eps: float = 1e-5
     drop_path: float = 0.1
-    bidirectional: bool = True  # Vim "bimamba v2" mixers; False = unidirectional Mamba
-    pair_layers: bool = False  # official `if_bidirectional`: layer 2i on x, 2i+1 on flip(x), summed
-    backward_block: int | None = None  # None = full backward (offline); B = block-local (streams)
-    lookahead: int = 0
     tokens: str = "patch"
     fshape: int = 16
     tshape: int = 16
@@ -52,7 +56,6 @@ class SSAMBAConfig:
     target_length: int = 1024  # frames; sets the position-embedding grid
     pos_embed: bool = True
     cls_token: bool = True
-    final_norm_twice: bool = False  # SSAMBA's ft_avgtok applies norm_f again before the head
     head: str = "avgtok"
     num_classes: int = 0  # 0 = no classifier head
     ssl_heads: bool = False
@@ -63,22 +66,25 @@ class SSAMBAConfig:
     labels: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        checks = [
+        for ok, message in self._checks():
+            if not ok:
+                raise ValueError(message)
+        if self.fshape * self.tshape != SSL_TARGET_DIM and self.ssl_heads:
+            raise ValueError(f"SSL heads predict {SSL_TARGET_DIM}-value tokens: use 16x16 patches or 128x2 frames")
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        """(condition, error message) pairs; subclasses add their encoder's."""
+        return [
+            (self.arch == self.ARCH,
+             f"{type(self).__name__} has arch {self.ARCH!r}, got {self.arch!r}: build it with config_from_dict"),
             (self.tokens in TOKEN_KINDS, f"tokens must be one of {TOKEN_KINDS}, got {self.tokens!r}"),
             (self.head in HEAD_KINDS, f"head must be one of {HEAD_KINDS}, got {self.head!r}"),
-            (self.norm in NORM_KINDS, f"norm must be one of {NORM_KINDS}, got {self.norm!r}"),
             (self.embed_dim > 0 and self.depth > 0, "embed_dim and depth must be positive"),
-            (not self.pair_layers or self.depth % 2 == 0, "pair_layers needs an even depth"),
             (self.fshape <= self.num_mel_bins, f"fshape {self.fshape} exceeds num_mel_bins {self.num_mel_bins}"),
             (self.head != "cls" or self.cls_token, "head='cls' needs cls_token=True"),
             (not self.labels or len(self.labels) == self.num_classes,
              f"{len(self.labels)} labels given for num_classes={self.num_classes}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        if self.fshape * self.tshape != SSL_TARGET_DIM and self.ssl_heads:
-            raise ValueError(f"SSL heads predict {SSL_TARGET_DIM}-value tokens: use 16x16 patches or 128x2 frames")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -86,8 +92,13 @@ class SSAMBAConfig:
         return token_grid(self, self.target_length)
 
     @property
+    def extra_tokens(self) -> tuple[str, ...]:
+        """Names of the learned tokens put before the spectrogram tokens, in order."""
+        return ("cls_token",) if self.cls_token else ()
+
+    @property
     def num_extra_tokens(self) -> int:
-        return int(self.cls_token)
+        return len(self.extra_tokens)
 
     @property
     def frames_per_token(self) -> int:
@@ -97,7 +108,7 @@ class SSAMBAConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> SSAMBAConfig:
+    def from_dict(cls, data: dict) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -105,7 +116,47 @@ class SSAMBAConfig:
         return cls(**data)
 
 
-def token_grid(config: SSAMBAConfig, num_frames: int) -> tuple[int, int]:
+@dataclass
+class SSAMBAConfig(ModelConfig):
+    """SSAMBA: the shared fields plus the Mamba mixers and their layout."""
+
+    ARCH: ClassVar[str] = "ssamba"
+
+    arch: str = "ssamba"
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    norm: str = "layernorm"
+    bidirectional: bool = True  # Vim "bimamba v2" mixers; False = unidirectional Mamba
+    pair_layers: bool = False  # official `if_bidirectional`: layer 2i on x, 2i+1 on flip(x), summed
+    backward_block: int | None = None  # None = full backward (offline); B = block-local (streams)
+    lookahead: int = 0
+    final_norm_twice: bool = False  # SSAMBA's ft_avgtok applies norm_f again before the head
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        return super()._checks() + [
+            (self.norm in NORM_KINDS, f"norm must be one of {NORM_KINDS}, got {self.norm!r}"),
+            (not self.pair_layers or self.depth % 2 == 0, "pair_layers needs an even depth"),
+        ]
+
+
+def architecture(arch: str) -> tuple[type[ModelConfig], type[SpectrogramModel]]:
+    """Config and model classes of ``arch``; SSAST is imported here, on demand, as it builds on this module."""
+    if arch == "ssamba":
+        return SSAMBAConfig, SSAMBA
+    if arch == "ssast":
+        from .ssast import SSAST, SSASTConfig
+
+        return SSASTConfig, SSAST
+    raise ValueError(f"unknown architecture {arch!r}: choose one of {ARCHS}")
+
+
+def config_from_dict(data: dict) -> ModelConfig:
+    """A saved config of any architecture (``arch`` absent = SSAMBA, as written before SSAST existed)."""
+    return architecture(data.get("arch", "ssamba"))[0].from_dict(data)
+
+
+def token_grid(config: ModelConfig, num_frames: int) -> tuple[int, int]:
     """(frequency, time) token counts of the patch convolution for ``num_frames`` input frames."""
     f_dim = (config.num_mel_bins - config.fshape) // config.fstride + 1
     t_dim = (num_frames - config.tshape) // config.tstride + 1
@@ -115,6 +166,10 @@ def token_grid(config: SSAMBAConfig, num_frames: int) -> tuple[int, int]:
 _PUBLISHED = dict(
     depth=24, tokens="patch", fshape=16, tshape=16, fstride=16, tstride=16, target_length=1024,
     pos_embed=True, cls_token=True, pair_layers=True, norm="layernorm", drop_path=0.1,
+)
+_SSAST_PUBLISHED = dict(
+    depth=12, tokens="patch", fshape=16, tshape=16, fstride=16, tstride=16, target_length=1024,
+    pos_embed=True, cls_token=True, dist_token=True, drop_path=0.0,
 )
 
 CONFIGS: dict[str, dict] = {
@@ -131,14 +186,20 @@ CONFIGS: dict[str, dict] = {
         tstride=2, target_length=100, pos_embed=False, cls_token=False, pair_layers=False,
         backward_block=8, drop_path=0.05, norm_mean=-6.845978, norm_std=5.5654526,
     ),
+    # SSAST as published (YuanGongND/ssast, patch pretraining): DeiT-distilled ViTs (cls + distillation
+    # token), depth 12, the baseline SSAMBA's efficiency and accuracy are measured against.
+    "ssast-tiny": dict(name="ssast-tiny", arch="ssast", embed_dim=192, num_heads=3, **_SSAST_PUBLISHED),
+    "ssast-small": dict(name="ssast-small", arch="ssast", embed_dim=384, num_heads=6, **_SSAST_PUBLISHED),
+    "ssast-base": dict(name="ssast-base", arch="ssast", embed_dim=768, num_heads=12, **_SSAST_PUBLISHED),
 }
 
 
-def build_config(name: str, **overrides) -> SSAMBAConfig:
+def build_config(name: str, **overrides) -> ModelConfig:
     """A named config (``CONFIGS``) with keyword overrides."""
     if name not in CONFIGS:
         raise ValueError(f"unknown model config {name!r}: choose one of {sorted(CONFIGS)}")
-    return SSAMBAConfig(**{**CONFIGS[name], **overrides})
+    entry = CONFIGS[name]
+    return architecture(entry.get("arch", "ssamba"))[0](**{**entry, **overrides})
 
 
 class DropPath(nn.Module):
@@ -194,7 +255,7 @@ def _make_norm(config: SSAMBAConfig) -> nn.Module:
 class PatchEmbed(nn.Module):
     """Spectrogram (batch, 1, mel, frames) -> tokens (batch, N, D), frequency-major as in SSAST."""
 
-    def __init__(self, config: SSAMBAConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.proj = nn.Conv2d(
             1, config.embed_dim, (config.fshape, config.tshape), stride=(config.fstride, config.tstride)
@@ -204,18 +265,25 @@ class PatchEmbed(nn.Module):
         return self.proj(spec).flatten(2).transpose(1, 2)
 
 
-class Encoder(nn.Module):
-    """The token embedding and block stack (the official ``v.`` submodule)."""
+class TokenEmbedding(nn.Module):
+    """What every encoder (the official ``v.`` submodule) starts with: patch projection, extra tokens, position."""
 
-    def __init__(self, config: SSAMBAConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         dim = config.embed_dim
         self.patch_embed = PatchEmbed(config)
-        if config.cls_token:
-            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        for name in config.extra_tokens:
+            self.register_parameter(name, nn.Parameter(torch.zeros(1, 1, dim)))
         if config.pos_embed:
             f_dim, t_dim = config.grid
             self.pos_embed = nn.Parameter(torch.zeros(1, config.num_extra_tokens + f_dim * t_dim, dim))
+
+
+class Encoder(TokenEmbedding):
+    """SSAMBA's encoder: the token embedding and the Vim block stack."""
+
+    def __init__(self, config: SSAMBAConfig) -> None:
+        super().__init__(config)
         rates = torch.linspace(0, config.drop_path, config.depth).tolist()
         self.layers = nn.ModuleList(Block(config, rate) for rate in rates)
         self.norm_f = _make_norm(config)
@@ -249,13 +317,20 @@ def resize_pos_embed(pos_embed: Tensor, num_extra: int, old_grid: tuple[int, int
     return torch.cat([extra, grid], dim=1)
 
 
-class SSAMBA(nn.Module):
-    """SSAMBA model on normalised log-mel features (batch, frames, mel bins)."""
+class SpectrogramModel(nn.Module):
+    """What SSAMBA and SSAST share: tokens, extra tokens and position, masking, pooling and heads.
 
-    def __init__(self, config: SSAMBAConfig) -> None:
+    Input: normalised log-mel features (batch, frames, mel bins). A subclass builds the ``v`` encoder
+    (``_build_encoder``, a ``TokenEmbedding``) and runs its blocks (``_run_layers``), so that training
+    and evaluation code can use either architecture through the same methods and head names.
+    """
+
+    _OWN_INIT: tuple[str, ...] = ()  # suffixes of module names that keep the initialisation they built
+
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.v = Encoder(config)
+        self.v = self._build_encoder(config)
         dim = config.embed_dim
         if config.num_classes:
             self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, config.num_classes))
@@ -265,26 +340,32 @@ class SSAMBA(nn.Module):
             self.mask_embed = nn.Parameter(torch.zeros(1, 1, dim))
         self._init_weights()
 
+    def _build_encoder(self, config: ModelConfig) -> TokenEmbedding:
+        raise NotImplementedError
+
+    def _run_layers(self, hidden: Tensor) -> Tensor:
+        """The block stack and final norm on (batch, extra + N, D) embedded tokens."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ initialisation
     def _init_weights(self) -> None:
-        """Vim/mamba-ssm initialisation: truncated-normal linears, zero biases (but dt_proj's),
-        out_proj rescaled by 1/sqrt(depth) for the pre-norm residual stream."""
-        dt_projs = {id(m) for name, m in self.named_modules() if name.endswith(("dt_proj", "dt_proj_b"))}
+        """ViT/Vim initialisation: truncated-normal linears with zero biases, truncated-normal extra
+        tokens and position embedding, Xavier-normal mask embedding (as SSAST)."""
+        own = {id(m) for name, m in self.named_modules() if name.endswith(self._OWN_INIT)}
         for module in self.modules():
-            if isinstance(module, nn.Linear) and id(module) not in dt_projs:
+            if isinstance(module, nn.Linear) and id(module) not in own:
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        for name, param in self.named_parameters():
-            if name.endswith("out_proj.weight"):
-                nn.init.kaiming_uniform_(param, a=math.sqrt(5))
-                with torch.no_grad():
-                    param /= math.sqrt(self.config.depth)
-        for name in ("cls_token", "pos_embed"):
+        self._init_encoder()
+        for name in (*self.config.extra_tokens, "pos_embed"):
             if hasattr(self.v, name):
                 nn.init.trunc_normal_(getattr(self.v, name), std=0.02)
         if self.config.ssl_heads:
             nn.init.xavier_normal_(self.mask_embed)
+
+    def _init_encoder(self) -> None:
+        """Encoder-specific initialisation after the linears' (none by default)."""
 
     def make_frontend(self) -> KaldiFbank:
         """The feature extractor this model was trained with (rate, mel bins, normalisation)."""
@@ -295,7 +376,7 @@ class SSAMBA(nn.Module):
 
     # ------------------------------------------------------------------ tokens
     def tokenize(self, fbank: Tensor) -> Tensor:
-        """(batch, frames, mel) -> token embeddings (batch, N, D), before cls and position."""
+        """(batch, frames, mel) -> token embeddings (batch, N, D), before extra tokens and position."""
         self._check_features(fbank)
         return self.v.patch_embed(fbank.transpose(1, 2).unsqueeze(1))
 
@@ -317,8 +398,9 @@ class SSAMBA(nn.Module):
 
     def _add_position(self, tokens: Tensor, num_frames: int) -> Tensor:
         cfg = self.config
-        if cfg.cls_token:
-            tokens = torch.cat([self.v.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        extra = [getattr(self.v, name).expand(tokens.shape[0], -1, -1) for name in cfg.extra_tokens]
+        if extra:
+            tokens = torch.cat([*extra, tokens], dim=1)
         if cfg.pos_embed:
             pos = self.v.pos_embed
             grid = token_grid(cfg, num_frames)
@@ -326,6 +408,54 @@ class SSAMBA(nn.Module):
                 pos = resize_pos_embed(pos, cfg.num_extra_tokens, cfg.grid, grid)
             tokens = tokens + pos
         return tokens
+
+    # ------------------------------------------------------------------ encoder and heads
+    def forward_features(self, fbank: Tensor, token_mask: Tensor | None = None) -> Tensor:
+        """Encoder output for all tokens (extra tokens first, if any): (batch, extra + N, D).
+
+        ``token_mask`` (batch, N) bool replaces those tokens by the learned mask embedding (SSL).
+        """
+        tokens = self.tokenize(fbank)
+        if token_mask is not None:
+            if not self.config.ssl_heads:
+                raise ValueError("token masking needs the SSL heads: build the model with ssl_heads=True")
+            tokens = torch.where(token_mask[..., None], self.mask_embed.to(tokens.dtype), tokens)
+        return self._run_layers(self._add_position(tokens, fbank.shape[1]))
+
+    def pool(self, hidden: Tensor) -> Tensor:
+        """Clip embedding: the mean of the extra tokens (``ft_cls``; SSAST averages its cls and
+        distillation tokens), or the mean of the other tokens (``ft_avgtok``)."""
+        extra = self.config.num_extra_tokens
+        if self.config.head == "cls":
+            return hidden[:, :extra].mean(dim=1)
+        return hidden[:, extra:].mean(dim=1)
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        if not self.config.num_classes:
+            raise ValueError("this model has no classifier head (num_classes=0): fine-tune it first")
+        return self.mlp_head(pooled)
+
+    def forward(self, fbank: Tensor) -> Tensor:
+        """Logits (batch, num_classes) for whole clips of normalised fbank features."""
+        return self.classify(self.pool(self.forward_features(fbank)))
+
+
+class SSAMBA(SpectrogramModel):
+    """SSAMBA: bidirectional-Mamba (Vim) blocks; frame-token configs also stream chunk by chunk."""
+
+    config: SSAMBAConfig
+    _OWN_INIT = ("dt_proj", "dt_proj_b")  # mamba-ssm's dt initialisation
+
+    def _build_encoder(self, config: SSAMBAConfig) -> Encoder:
+        return Encoder(config)
+
+    def _init_encoder(self) -> None:
+        """Vim/mamba-ssm: out_proj rescaled by 1/sqrt(depth) for the pre-norm residual stream."""
+        for name, param in self.named_parameters():
+            if name.endswith("out_proj.weight"):
+                nn.init.kaiming_uniform_(param, a=math.sqrt(5))
+                with torch.no_grad():
+                    param /= math.sqrt(self.config.depth)
 
     # ------------------------------------------------------------------ encoder
     def _run_layers(self, hidden: Tensor) -> Tensor:
@@ -344,33 +474,11 @@ class SSAMBA(nn.Module):
     def _final_norm(self, hidden: Tensor, residual: Tensor) -> Tensor:
         return self.v.norm_f(residual + self.v.drop_path(hidden))
 
-    def forward_features(self, fbank: Tensor, token_mask: Tensor | None = None) -> Tensor:
-        """Encoder output for all tokens (cls first, if any): (batch, extra + N, D).
-
-        ``token_mask`` (batch, N) bool replaces those tokens by the learned mask embedding (SSL).
-        """
-        tokens = self.tokenize(fbank)
-        if token_mask is not None:
-            if not self.config.ssl_heads:
-                raise ValueError("token masking needs the SSL heads: build the model with ssl_heads=True")
-            tokens = torch.where(token_mask[..., None], self.mask_embed.to(tokens.dtype), tokens)
-        return self._run_layers(self._add_position(tokens, fbank.shape[1]))
-
     def pool(self, hidden: Tensor) -> Tensor:
-        """Clip embedding: the cls token, or the mean of the other tokens (ft_avgtok)."""
-        if self.config.head == "cls":
-            return hidden[:, 0]
-        pooled = hidden[:, self.config.num_extra_tokens :].mean(dim=1)
-        return self.v.norm_f(pooled) if self.config.final_norm_twice else pooled
-
-    def classify(self, pooled: Tensor) -> Tensor:
-        if not self.config.num_classes:
-            raise ValueError("this model has no classifier head (num_classes=0): fine-tune it first")
-        return self.mlp_head(pooled)
-
-    def forward(self, fbank: Tensor) -> Tensor:
-        """Logits (batch, num_classes) for whole clips of normalised fbank features."""
-        return self.classify(self.pool(self.forward_features(fbank)))
+        pooled = super().pool(hidden)
+        if self.config.final_norm_twice and self.config.head == "avgtok":  # SSAMBA's ft_avgtok
+            return self.v.norm_f(pooled)
+        return pooled
 
     # ------------------------------------------------------------------ streaming
     def check_streamable(self) -> None:
@@ -406,10 +514,10 @@ class SSAMBA(nn.Module):
         return self._final_norm(hidden, residual), new_states
 
 
-def build_model(name_or_config: str | SSAMBAConfig, **overrides) -> SSAMBA:
-    """A model from a named config (with overrides) or a config object."""
-    if isinstance(name_or_config, SSAMBAConfig):
+def build_model(name_or_config: str | ModelConfig, **overrides) -> SpectrogramModel:
+    """A model of any architecture from a named config (with overrides) or a config object."""
+    if isinstance(name_or_config, ModelConfig):
         config = dataclasses.replace(name_or_config, **overrides) if overrides else name_or_config
     else:
         config = build_config(name_or_config, **overrides)
-    return SSAMBA(config)
+    return architecture(config.arch)[1](config)
