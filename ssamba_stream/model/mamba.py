@@ -80,6 +80,8 @@ class Mamba(nn.Module):
         self.backward_block = backward_block
         self.lookahead = lookahead
         self.scan_impl = scan_impl
+        # Any function with selective_scan's contract; the export swaps in graph-friendly forms.
+        self.scan_fn = selective_scan
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
@@ -144,7 +146,7 @@ class Mamba(nn.Module):
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ dt_proj.weight.t()).transpose(1, 2)  # (batch, d_inner, L); bias goes to the scan
         A = -torch.exp(A_log.float())
-        result = selective_scan(
+        result = self.scan_fn(
             u,
             delta,
             A,
@@ -161,31 +163,35 @@ class Mamba(nn.Module):
         if not return_state:
             return result, None
         y, last = result
-        new_conv = x_padded[..., x_padded.shape[-1] - (self.d_conv - 1) :]
+        new_conv = x_padded[..., -(self.d_conv - 1) :]
         return y, MixerState(new_conv, last)
 
     def _backward_blocks(self, x: Tensor, z: Tensor) -> Tensor:
         """Backward direction restricted to blocks of B tokens (+ R look-ahead), each from zero state."""
         block, ahead = self.backward_block, self.lookahead
         batch, d_inner, length = x.shape
-        n_blocks = -(-length // block)
+        n_blocks = (length + block - 1) // block  # not -(-a // b): ONNX integer Div truncates
         window = block + ahead
         pad = n_blocks * block + ahead - length
         if pad:
             x = F.pad(x, (0, pad))
             z = F.pad(z, (0, pad))
 
+        # Window k holds tokens k*B .. k*B + W - 1: a reshape when windows do not overlap, else a
+        # gather (not unfold, which does not export to ONNX).
+        positions = torch.arange(n_blocks, device=x.device)[:, None] * block + torch.arange(window, device=x.device)
+
         def to_windows(t: Tensor) -> Tensor:
-            w = t.unfold(-1, window, block)  # (batch, d_inner, n_blocks, window)
-            return w.permute(0, 2, 1, 3).reshape(batch * n_blocks, d_inner, window).flip(-1)
+            w = t.view(-1, d_inner, n_blocks, block) if not ahead else t[..., positions]
+            return w.permute(0, 2, 1, 3).reshape(-1, d_inner, window).flip(-1)
 
         valid = None
         if pad:  # positions past the end exist only as padding: keep them out of the scan
-            positions = torch.arange(n_blocks, device=x.device)[:, None] * block + torch.arange(window, device=x.device)
             valid = (positions < length).flip(-1).repeat(batch, 1)[:, None, :]  # (batch*n_blocks, 1, window)
         y, _ = self._scan("_b", to_windows(x), to_windows(z), valid=valid)
-        y = y.flip(-1)[..., :block].reshape(batch, n_blocks, d_inner, block)
-        return y.permute(0, 2, 1, 3).reshape(batch, d_inner, n_blocks * block)[..., :length]
+        # -1, not the batch size, in reshapes: a traced batch size costs shape arithmetic in the graph
+        y = y.flip(-1)[..., :block].reshape(-1, n_blocks, d_inner, block)
+        return y.permute(0, 2, 1, 3).reshape(-1, d_inner, n_blocks * block)[..., :length]
 
     def _combine(self, y_fwd: Tensor, y_bwd: Tensor | None) -> Tensor:
         y = y_fwd if y_bwd is None else y_fwd + y_bwd
@@ -195,7 +201,7 @@ class Mamba(nn.Module):
 
     def _split(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         xz = self.in_proj(hidden).transpose(1, 2)  # (batch, 2*d_inner, L)
-        return xz.chunk(2, dim=1)
+        return torch.split(xz, [self.d_inner, self.d_inner], dim=1)  # constant sizes: one graph node
 
     def forward(self, hidden: Tensor) -> Tensor:
         """Offline forward over a whole sequence: (batch, L, d_model) -> (batch, L, d_model)."""
@@ -243,6 +249,46 @@ class Mamba(nn.Module):
         """
         self.check_streamable(hidden.shape[1])
         x, z = self._split(hidden)
+        if self.bidirectional and hidden.shape[1] == self.backward_block:
+            y_fwd, y_bwd, new_state = self._one_block_both_directions(x, z, state)
+            return self._combine(y_fwd, y_bwd), new_state
         y_fwd, new_state = self._scan("", x, z, state.conv, state.ssm, return_state=True)
         y_bwd = self._backward_blocks(x, z) if self.bidirectional else None
         return self._combine(y_fwd, y_bwd), new_state
+
+    def _one_block_both_directions(self, x: Tensor, z: Tensor, state: MixerState) -> tuple[Tensor, Tensor, MixerState]:
+        """Both directions over exactly one block: forward from the carried state, backward from zero.
+
+        The directions are stacked along the channels (2 * d_inner, the backward half time-flipped)
+        so the conv, the projections and the scan run once: an exported step graph then has about
+        half the nodes of two separate passes. Same result as ``_scan`` + ``_backward_blocks``.
+        """
+        # Sizes from attributes (not tensor shapes) and zeros by padding keep an exported graph free
+        # of shape arithmetic.
+        d, length = self.d_inner, self.backward_block
+        both_x = torch.cat([x, x.flip(-1)], dim=1)
+        padded = torch.cat([F.pad(state.conv.to(x.dtype), (0, 0, 0, d)), both_x], dim=-1)
+        conv_bias = None if self.conv1d.bias is None else torch.cat([self.conv1d.bias, self.conv1d_b.bias])
+        conv_weight = torch.cat([self.conv1d.weight, self.conv1d_b.weight])
+        u = F.silu(F.conv1d(padded, conv_weight, conv_bias, groups=2 * d))  # (batch, 2d, L)
+        x_proj = torch.stack([self.x_proj.weight, self.x_proj_b.weight]).transpose(1, 2)  # (2, d, k)
+        x_dbl = u.view(-1, 2, d, length).transpose(2, 3) @ x_proj  # (batch, 2, L, k)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt_weight = torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]).transpose(1, 2)  # (2, r, d)
+        delta = (dt @ dt_weight).transpose(2, 3).reshape(-1, 2 * d, length)
+        y, last = self.scan_fn(
+            u,
+            delta,
+            -torch.exp(torch.cat([self.A_log, self.A_b_log]).float()),
+            B.transpose(2, 3),  # (batch, 2 groups, N, L): group 0 feeds the forward channels
+            C.transpose(2, 3),
+            torch.cat([self.D, self.D_b]).float(),
+            z=torch.cat([z, z.flip(-1)], dim=1),
+            delta_bias=torch.cat([self.dt_proj.bias, self.dt_proj_b.bias]).float(),
+            delta_softplus=True,
+            initial_state=F.pad(state.ssm, (0, 0, 0, d)),
+            return_last_state=True,
+            impl=self.scan_impl,
+        )
+        new_state = MixerState(padded[:, :d, -(self.d_conv - 1) :], last[:, :d])
+        return y[:, :d], y[:, d:].flip(-1), new_state

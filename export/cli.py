@@ -1,0 +1,94 @@
+"""`ssamba-export`: checkpoint -> ONNX step graph -> TensorRT engine, and the equivalence check."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ssamba_stream.errors import UserError
+
+app = typer.Typer(
+    help="Export a streaming SSAMBA checkpoint as a step graph with carried state (ONNX, TensorRT).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def onnx(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint directory (config.json + model.safetensors)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the .onnx file to write (a .json sidecar goes beside it)")],
+    block: Annotated[int | None, typer.Option(help="tokens per step (20 ms each); default: the checkpoint's")] = None,
+    scan: Annotated[str, typer.Option(help="block scan in the graph: unrolled, cumsum (log-space) or segsum")] = "unrolled",
+    batch: Annotated[int, typer.Option(help="streams per call, fixed (faster); 0 = any number")] = 1,
+    activation: Annotated[str, typer.Option(help="posteriors: softmax (single-label) or sigmoid")] = "softmax",
+    opset: Annotated[int, typer.Option(help="ONNX opset, >= 17")] = 17,
+) -> None:
+    """Export CHECKPOINT as an ONNX step graph: PCM chunk + state in, posteriors + state out."""
+    from .onnx_export import export_onnx
+
+    if output.suffix != ".onnx":
+        raise UserError(f"output {output} must end in .onnx: the sidecar is written beside it as .json")
+    spec = export_onnx(checkpoint, output, block=block, scan=scan, activation=activation, opset=opset, batch=batch or None)
+    typer.echo(
+        f"wrote {output} and {output.with_suffix('.json')}: {len(spec.labels)} labels, block of "
+        f"{spec.block_tokens} tokens = {spec.chunk_samples} samples ({spec.block_seconds * 1000:.0f} ms)"
+    )
+
+
+@app.command()
+def trt(
+    model: Annotated[Path, typer.Argument(help="the .onnx step graph (with its .json sidecar)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the .plan engine to write")],
+    fp16: Annotated[bool, typer.Option("--fp16", help="allow fp16 kernels (the frontend stays fp32)")] = False,
+    workspace: Annotated[int, typer.Option(help="builder workspace in MB")] = 1024,
+    max_batch: Annotated[int, typer.Option(help="most streams one call may batch")] = 8,
+) -> None:
+    """Compile the ONNX step graph to a TensorRT engine for this GPU (TensorRT 10.x)."""
+    from .tensorrt_build import build_engine
+
+    build_engine(model, output, fp16=fp16, workspace_mb=workspace, max_batch=max_batch)
+    typer.echo(f"wrote {output} and {output.with_suffix('.json')}")
+
+
+@app.command()
+def verify(
+    model: Annotated[Path, typer.Argument(help="exported step graph (.onnx or .plan)")],
+    checkpoint: Annotated[Path, typer.Option(help="the checkpoint it was exported from")],
+    backend: Annotated[str, typer.Option(help="onnxruntime, onnxruntime-cuda, tensorrt or torch")] = "onnxruntime",
+    seconds: Annotated[float, typer.Option(help="length of the test signal")] = 30.0,
+    audio: Annotated[Path | None, typer.Option(help="a recording to use instead of the test signal")] = None,
+    tolerance: Annotated[float, typer.Option(help="largest allowed logit difference")] = 1e-4,
+) -> None:
+    """Stream audio through MODEL in random chunk sizes and compare with the offline PyTorch forward."""
+    from .verify import max_logit_difference, test_signal
+
+    if audio is not None:
+        from ssamba_stream.audio import load_audio
+        from ssamba_stream.runtime.spec import load_spec
+
+        signal = load_audio(audio, load_spec(model).sample_rate)
+    else:
+        signal = test_signal(seconds)
+    difference, blocks = max_logit_difference(model, checkpoint, signal, backend=backend)
+    verdict = "ok" if difference <= tolerance else "FAILED"
+    typer.echo(f"{verdict}: max |streamed - offline| logit difference {difference:.3e} over {blocks} blocks (tolerance {tolerance:g})")
+    if difference > tolerance:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
+    try:
+        app()
+    except UserError as exc:
+        typer.echo(f"ssamba-export: error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

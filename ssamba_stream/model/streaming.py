@@ -1,0 +1,136 @@
+"""The streaming step (PCM chunk + state -> posteriors + state) and its offline reference.
+
+A stream is defined as the audio with ``PRIMING_SAMPLES`` zeros before it (the frontend's carried
+window overlap starts as zeros), cut into blocks of B tokens = B * 320 samples. For every completed
+block the head averages the encoder features of the last W tokens (fewer at the start) and
+classifies them. ``StreamStep`` computes one block from carried state, in ops that export to ONNX
+and TensorRT; ``offline_stream_logits`` computes every block at once from the whole recording. They
+are equal: that equality is the project's central test.
+
+State of one step (all explicit, batch-first except the per-layer stacks):
+
+==============  ==================================  ==============================================
+name            shape                               meaning
+==============  ==================================  ==============================================
+leftover        (batch, 240)                        last window-minus-hop samples seen (frontend)
+conv_state      (depth, batch, d_inner, d_conv-1)   each layer's forward-conv inputs (oldest first)
+ssm_state       (depth, batch, d_inner, d_state)    each layer's forward selective-scan state
+head_window     (batch, W, embed)                   features of the last W tokens (zeros before start)
+head_count      (batch, 1)                          tokens in the window so far, at most W
+==============  ==================================  ==============================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .frontend import fbank_step
+from .mamba import MixerState
+from .ssamba import SSAMBA
+
+STATE_NAMES = ("leftover", "conv_state", "ssm_state", "head_window", "head_count")
+ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def with_block(model: SSAMBA, block: int | None) -> SSAMBA:
+    """The same weights with another backward block size (a dynamic-chunk model serves several)."""
+    if block is None or block == model.config.backward_block:
+        return model
+    if block < 1:
+        raise ValueError(f"block must be a positive number of tokens, got {block}")
+    rebuilt = SSAMBA(dataclasses.replace(model.config, backward_block=block))
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.train(model.training)
+
+
+def set_backward_block(model: SSAMBA, block: int | None) -> None:
+    """Change the backward block size in place (dynamic-chunk training draws one per batch)."""
+    if block is not None and block < 1:
+        raise ValueError(f"block must be a positive number of tokens or None, got {block}")
+    model.config = dataclasses.replace(model.config, backward_block=block)
+    for layer in model.v.layers:
+        layer.mixer.backward_block = block
+
+
+def priming_samples(model: SSAMBA) -> int:
+    frontend = model.make_frontend()
+    return frontend.window_length - frontend.hop_length
+
+
+def block_samples(model: SSAMBA) -> int:
+    """PCM samples per step: B tokens of ``tstride`` frames of one hop each."""
+    cfg = model.config
+    return cfg.backward_block * cfg.tstride * model.make_frontend().hop_length
+
+
+def _activate(logits: Tensor, activation: str) -> Tensor:
+    return torch.softmax(logits, dim=-1) if activation == "softmax" else torch.sigmoid(logits)
+
+
+class StreamStep(nn.Module):
+    """One block of a stream: (pcm, *state) -> (posteriors, logits, features, *new_state)."""
+
+    def __init__(self, model: SSAMBA, activation: str = "softmax") -> None:
+        super().__init__()
+        model.check_streamable()
+        if model.config.backward_block is None:
+            raise ValueError("the model has a full backward scan and cannot stream: train it with backward_block=B")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.model = model.eval()
+        self.frontend = model.make_frontend()
+        self.activation = activation
+        self.window = model.config.head_window
+        self.chunk_samples = block_samples(model)
+
+    def initial_state(self, batch: int) -> dict[str, Tensor]:
+        """Zero state at the start of a stream, keyed by ``STATE_NAMES``."""
+        cfg = self.model.config
+        mixer_states = self.model.init_stream_state(batch)
+        return {
+            "leftover": torch.zeros(batch, self.frontend.window_length - self.frontend.hop_length),
+            "conv_state": torch.stack([s.conv for s in mixer_states]),
+            "ssm_state": torch.stack([s.ssm for s in mixer_states]),
+            "head_window": torch.zeros(batch, self.window, cfg.embed_dim),
+            "head_count": torch.zeros(batch, 1),
+        }
+
+    def forward(
+        self, pcm: Tensor, leftover: Tensor, conv_state: Tensor, ssm_state: Tensor, head_window: Tensor,
+        head_count: Tensor,
+    ) -> tuple[Tensor, ...]:
+        frames, leftover = fbank_step(self.frontend, pcm, leftover)
+        states = [MixerState(c, s) for c, s in zip(conv_state.unbind(0), ssm_state.unbind(0), strict=True)]
+        features, states = self.model.forward_chunk(frames, states)
+        head_window = torch.cat([head_window, features], dim=1)[:, -self.window :]
+        head_count = torch.clamp(head_count + features.shape[1], max=float(self.window))
+        logits = self.model.classify(head_window.sum(dim=1) / head_count)
+        return (
+            _activate(logits, self.activation), logits, features, leftover,
+            torch.stack([s.conv for s in states]), torch.stack([s.ssm for s in states]), head_window, head_count,
+        )
+
+
+@torch.no_grad()
+def offline_stream_logits(model: SSAMBA, audio: Tensor) -> Tensor:
+    """Logits of every completed block of ``audio`` (batch, samples), computed offline at once.
+
+    Returns (batch, blocks, classes): block k covers samples [k * chunk, (k + 1) * chunk).
+    """
+    model.check_streamable()
+    cfg = model.config
+    frontend = model.make_frontend()
+    blocks = audio.shape[-1] // block_samples(model)
+    padded = F.pad(audio, (priming_samples(model), 0))
+    frames = frontend(padded)[:, : blocks * cfg.backward_block * cfg.tstride].to(audio.dtype)
+    features = model.forward_features(frames)  # (batch, tokens, D)
+    # Mean over the last W tokens at every block end, through a cumulative sum.
+    ends = torch.arange(1, blocks + 1, device=audio.device) * cfg.backward_block
+    starts = torch.clamp(ends - cfg.head_window, min=0)
+    cumulative = F.pad(features.double().cumsum(dim=1), (0, 0, 1, 0))  # float64: long streams
+    pooled = (cumulative[:, ends] - cumulative[:, starts]) / (ends - starts)[None, :, None]
+    return model.classify(pooled.to(features.dtype))

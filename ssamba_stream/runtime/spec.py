@@ -1,0 +1,112 @@
+"""The JSON sidecar of an exported streaming model: what the runtime needs besides the graph.
+
+Written by ``ssamba-export`` next to the graph (``model.onnx`` -> ``model.json``); read here without
+torch. It names the labels, the audio format, the block size, every state tensor with its shape,
+the detector defaults and the checkpoint the graph came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+
+SPEC_FORMAT = "ssamba-stream/stream-model-v1"
+BATCH = "batch"  # the symbolic batch dimension in shapes
+
+
+class ModelFileError(UserError):
+    """A model file (graph or sidecar) that is missing, corrupt, or not ours."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | str, ...]  # BATCH marks the batch dimension
+    dtype: str = "float32"
+
+    def concrete(self, batch: int) -> tuple[int, ...]:
+        return tuple(batch if dim == BATCH else int(dim) for dim in self.shape)
+
+
+@dataclass(frozen=True)
+class StreamModelSpec:
+    """Everything about an exported step graph that is not the graph itself."""
+
+    labels: tuple[str, ...]
+    sample_rate: int
+    block_tokens: int
+    chunk_samples: int
+    activation: str
+    state: tuple[TensorSpec, ...]
+    detector: dict = field(default_factory=dict)
+    task: str = "kws"
+    fingerprint: str = ""  # sha256 of the graph file: states only move between identical graphs
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def block_seconds(self) -> float:
+        return self.chunk_samples / self.sample_rate
+
+    def to_json(self) -> dict:
+        return {
+            "format": SPEC_FORMAT,
+            "task": self.task,
+            "labels": list(self.labels),
+            "sample_rate": self.sample_rate,
+            "block_tokens": self.block_tokens,
+            "chunk_samples": self.chunk_samples,
+            "activation": self.activation,
+            "state": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in self.state],
+            "detector": self.detector,
+            "fingerprint": self.fingerprint,
+            **self.extra,
+        }
+
+
+def sidecar_path(graph_path: str | Path) -> Path:
+    """``model.onnx`` / ``model.plan`` -> ``model.json``."""
+    return Path(graph_path).with_suffix(".json")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_spec(graph_path: str | Path) -> StreamModelSpec:
+    """Read and validate the sidecar of ``graph_path``; one-line errors name the fix."""
+    graph_path = Path(graph_path)
+    if not graph_path.is_file():
+        raise ModelFileError(f"model file {graph_path} not found: export one with 'ssamba-export onnx CHECKPOINT'")
+    path = sidecar_path(graph_path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelFileError(f"{path} is missing: keep the JSON sidecar that ssamba-export wrote next to {graph_path.name}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path} is corrupt ({exc}): re-export the model") from None
+    if not isinstance(document, dict) or document.get("format") != SPEC_FORMAT:
+        raise ModelFileError(f"{path} is not an ssamba-stream model description (expected format {SPEC_FORMAT})")
+    known = {"format", "task", "labels", "sample_rate", "block_tokens", "chunk_samples", "activation", "state", "detector", "fingerprint"}
+    try:
+        return StreamModelSpec(
+            labels=tuple(document["labels"]),
+            sample_rate=int(document["sample_rate"]),
+            block_tokens=int(document["block_tokens"]),
+            chunk_samples=int(document["chunk_samples"]),
+            activation=str(document["activation"]),
+            state=tuple(TensorSpec(s["name"], tuple(s["shape"]), s.get("dtype", "float32")) for s in document["state"]),
+            detector=dict(document.get("detector", {})),
+            task=str(document.get("task", "kws")),
+            fingerprint=str(document.get("fingerprint", "")),
+            extra={k: v for k, v in document.items() if k not in known},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path} lacks a valid field ({exc}): re-export the model") from None
