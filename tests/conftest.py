@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from audio_fixtures import ESPEAK, SKIP_REASON, synthesize_speech
 
 

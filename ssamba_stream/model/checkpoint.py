@@ -86,16 +86,18 @@ def tensors_to_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | None
 
 
 # ---------------------------------------------------------------------------------- our format
+def model_files(model: SpectrogramModel, metadata: dict | None = None) -> dict[str, bytes]:
+    """The files of a model checkpoint (weights + config), for one atomic directory write."""
+    document = {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "metadata": metadata or {}}
+    return {
+        WEIGHTS_FILE: tensors_to_bytes(model.state_dict()),
+        CONFIG_FILE: (json.dumps(document, indent=2) + "\n").encode(),
+    }
+
+
 def save_model(model: SpectrogramModel, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Save weights and config atomically; ``metadata`` (JSON-able) is kept in config.json."""
-    document = {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "metadata": metadata or {}}
-    return write_directory_atomically(
-        directory,
-        {
-            WEIGHTS_FILE: tensors_to_bytes(model.state_dict()),
-            CONFIG_FILE: (json.dumps(document, indent=2) + "\n").encode(),
-        },
-    )
+    return write_directory_atomically(directory, model_files(model, metadata))
 
 
 def read_checkpoint_config(directory: str | os.PathLike) -> tuple[ModelConfig, dict]:

@@ -1,0 +1,97 @@
+"""Recipes and overrides: every shipped recipe loads; user errors are one line on stderr with exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ssamba_training import train as train_module
+from ssamba_training.config import RecipeError, apply_overrides, build_recipe, load_recipe
+
+RECIPES = Path(train_module.__file__).parent / "recipes"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_recipes_load(path):
+    recipe = load_recipe(path)
+    assert recipe.data.root is None  # the user names the data
+
+
+def test_published_hyper_parameters():
+    sc35, sc12, esc = (load_recipe(RECIPES / f"{name}.yaml") for name in ("speechcommands-35", "speechcommands-12", "esc50"))
+    assert (sc35.optim.lr, sc35.data.batch_size, sc35.epochs, sc35.loss) == (2.5e-4, 128, 30, "bce")
+    assert (sc35.augment.freqm, sc35.augment.timem, sc35.augment.mixup, sc35.augment.noise) == (48, 48, 0.6, True)
+    assert (sc35.schedule.start_epoch, sc35.schedule.gamma, sc35.optim.betas) == (5, 0.85, [0.95, 0.999])
+    assert sc35.model.overrides["target_length"] == 128 and sc12.data.task == "12"
+    assert sc12.to_dict() == {**sc35.to_dict(), "data": {**sc35.to_dict()["data"], "task": "12"}}
+    assert (esc.optim.lr, esc.data.batch_size, esc.epochs, esc.loss, esc.augment.mixup) == (1e-4, 48, 50, "ce", 0.0)
+    assert (esc.augment.freqm, esc.augment.timem, esc.schedule.start_epoch, esc.model.overrides["target_length"]) == (24, 96, 6, 512)
+
+
+def test_overrides_are_typed_and_nested():
+    recipe = load_recipe(RECIPES / "kws-stream.yaml", [
+        "optim.lr=1e-3", "epochs=2", "model.depth=4", "data.root=/x", "stream.train_blocks=[2, null]",
+        "data.fold=all", "optim.grad_clip=null",
+    ])  # fmt: skip
+    assert recipe.optim.lr == 1e-3 and isinstance(recipe.optim.lr, float)
+    assert (recipe.epochs, recipe.model.overrides["depth"], recipe.data.root) == (2, 4, "/x")
+    assert recipe.stream.train_blocks == [2, None] and recipe.data.fold == "all" and recipe.optim.grad_clip is None
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.lrr=1"], "unknown recipe key 'optim.lrr' (optim has: name, lr,"),
+        (["model.depthh=4"], "unknown recipe key 'model.depthh' (a ssamba-kws config has:"),
+        (["epochs=many"], "recipe key 'epochs' must be int, got 'many'"),
+        (["model.depth=2.5"], "recipe key 'model.depth' must be int, got 2.5"),
+        (["task=dance"], "recipe key 'task' must be one of classify, kws-stream, ssl"),
+        (["data.fold=7"], "'data.fold' must be 1..5 or 'all'"),
+        (["stream.eval_blocks=[0]"], "'stream.eval_blocks' must list block sizes >= 1"),
+        (["model.name=ssamba-huge"], "unknown model.name 'ssamba-huge'"),
+        (["optim=3"], "recipe section 'optim' must be a mapping"),
+        (["lr"], "override 'lr' is not of the form key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, message):
+    with pytest.raises(RecipeError, match=None) as caught:
+        load_recipe(RECIPES / "kws-stream.yaml", overrides)
+    assert message in str(caught.value)
+
+
+def test_build_rejects_unknown_sections():
+    with pytest.raises(RecipeError, match="unknown recipe key 'optimizer'"):
+        build_recipe({"optimizer": {}})
+
+
+def _main_error(capsys, *argv: str) -> str:
+    assert train_module.main(list(argv)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_cli_user_errors_are_one_line(capsys, tmp_path):
+    kws = str(RECIPES / "kws-stream.yaml")
+    assert "unknown recipe key 'optim.lrr'" in _main_error(capsys, "--recipe", kws, "optim.lrr=1")
+    assert "'optim.lr' must be float, got 'fast'" in _main_error(capsys, "--recipe", kws, "optim.lr=fast")
+    assert "recipe key 'data.root' is not set" in _main_error(capsys, "--recipe", kws, "--out", str(tmp_path))
+    assert "does not exist" in _main_error(capsys, "--recipe", kws, f"data.root={tmp_path / 'nowhere'}")
+    assert f"recipe {tmp_path / 'no.yaml'} not found" in _main_error(capsys, "--recipe", str(tmp_path / "no.yaml"))
+    assert "--recipe" in _main_error(capsys)  # argparse's own error, in one line
+    (tmp_path / "bad.yaml").write_text("task: [unclosed\n")
+    assert "is not valid YAML" in _main_error(capsys, "--recipe", str(tmp_path / "bad.yaml"))
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    assert "extends itself" in _main_error(capsys, "--recipe", str(tmp_path / "loop.yaml"))
+
+
+def test_cli_missing_resume_checkpoint_is_one_line(capsys, tmp_path):
+    data = tmp_path / "sc"
+    data.mkdir()
+    missing = tmp_path / "out" / "checkpoints" / "step-0000100"
+    line = _main_error(capsys, "--recipe", str(RECIPES / "kws-stream.yaml"), f"data.root={data}", "--resume", str(missing))
+    assert "not a training checkpoint" in line and str(missing) in line

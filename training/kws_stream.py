@@ -1,0 +1,112 @@
+"""Streaming keyword spotting (recipe ``task: kws-stream``) for frame-token models such as ``ssamba-kws``.
+
+Training prepares the model for the stream it will see: each clip is time-shifted, mixed with
+background noise, and preceded by random past audio (other clips or noise, whole tokens), so that
+it is classified mid-stream; only the clip's own tokens are pooled (mean from its first token)
+before the classifier. The backward scan's block size is fixed or drawn per batch from
+``stream.train_blocks`` (dynamic-chunk training: one model serves several latencies); the draw
+depends on the batch alone, so every DDP rank uses the same. Evaluation classifies whole clips
+offline for every block size in ``stream.eval_blocks`` (None = full backward); ``accuracy`` is the
+one at the model's configured (deployment) block size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssamba_stream.model.ssamba import SpectrogramModel
+from ssamba_stream.model.streaming import set_backward_block
+
+from .augment import mix_background, prepend_past_audio, spec_augment, ssast_mask_value, time_shift
+from .config import Recipe, RecipeError
+from .data import Batch
+from .distributed import DistContext
+from .evaluation import Evaluation, classification_pass
+
+SAMPLE_RATE = 16000
+
+
+def block_suffix(block: int | None) -> str:
+    return "_full" if block is None else f"_B{block}"
+
+
+class StreamObjective(nn.Module):
+    """DDP-wrappable forward: features of [past | clip] rows -> mean over the clip's tokens -> CE loss."""
+
+    def __init__(self, model: SpectrogramModel) -> None:
+        super().__init__()
+        self.model = model
+        self.deploy_block = model.config.backward_block
+
+    def forward(self, fbank: Tensor, clip_start: Tensor, labels: Tensor, block: int | None) -> dict[str, Tensor]:
+        # The block size is read only while the graph is built: restore the deployment one at once.
+        set_backward_block(self.model, block)
+        try:
+            hidden = self.model.forward_features(fbank)
+        finally:
+            set_backward_block(self.model, self.deploy_block)
+        inside = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] >= clip_start[:, None]).to(hidden.dtype)
+        pooled = (hidden * inside[..., None]).sum(dim=1) / inside.sum(dim=1, keepdim=True).clamp_min(1.0)
+        logits = self.model.classify(pooled).float()
+        count = torch.tensor(float(fbank.shape[0]), device=fbank.device)
+        correct = (logits.argmax(dim=-1) == labels).float().sum()
+        return {"loss": F.cross_entropy(logits, labels), "count": count, "accuracy": correct}
+
+
+class KwsStreamTask:
+    """Streaming-KWS training with past audio, noise, shifts, SpecAugment and block-size draws."""
+
+    main_metric = "accuracy"
+
+    def __init__(self, recipe: Recipe, model: SpectrogramModel, device: torch.device, noises: list[np.ndarray]) -> None:
+        try:
+            model.check_streamable()
+        except (AttributeError, ValueError) as exc:
+            raise RecipeError(f"task kws-stream: {exc}") from None
+        self.recipe = recipe
+        self.model = model
+        self.device = device
+        self.frontend = model.make_frontend().to(device)
+        self.objective = StreamObjective(model)
+        self.noises = [torch.as_tensor(n, dtype=torch.float32) for n in noises]
+        self.deploy_block = self.objective.deploy_block
+        self.mask_value = ssast_mask_value(model.config.norm_mean, model.config.norm_std)
+
+    def prepare(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
+        aug, blocks = self.recipe.augment, self.recipe.stream.train_blocks
+        waveforms = batch.waveforms.to(self.device)
+        if aug.time_shift_ms > 0:
+            waveforms = time_shift(waveforms, int(aug.time_shift_ms * SAMPLE_RATE / 1000), generator)
+        if aug.background_probability > 0 and self.noises:
+            waveforms = mix_background(waveforms, self.noises, tuple(aug.background_snr_db),
+                                       aug.background_probability, generator=generator)  # fmt: skip
+        rows, clip_start = prepend_past_audio(waveforms, aug.past_seconds, noises=self.noises or None,
+                                              noise_probability=aug.past_noise_probability, generator=generator)  # fmt: skip
+        fbank = spec_augment(self.frontend(rows), aug.freqm, aug.timem, generator, mask_value=self.mask_value)
+        block = blocks[batch_seed % len(blocks)]
+        return {"fbank": fbank, "clip_start": clip_start, "labels": batch.labels.to(self.device), "block": block}
+
+    def _at_block(self, block: int | None) -> Callable[[Tensor], Tensor]:
+        def logits(fbank: Tensor) -> Tensor:
+            set_backward_block(self.model, block)
+            return self.model(fbank)
+
+        return logits
+
+    def evaluate(self, batches: Iterable[Batch], seed: int, context: DistContext) -> Evaluation:
+        blocks = dict.fromkeys([*self.recipe.stream.eval_blocks, self.deploy_block])
+        heads = {block_suffix(block): self._at_block(block) for block in blocks}
+        try:
+            result = classification_pass(
+                batches, lambda w: self.frontend(w.to(self.device)), heads, self.model.config.num_classes, context
+            )
+        finally:
+            set_backward_block(self.model, self.deploy_block)
+        deploy = block_suffix(self.deploy_block)
+        result.metrics.update(accuracy=result.metrics[f"accuracy{deploy}"], loss=result.metrics[f"loss{deploy}"])
+        return result
