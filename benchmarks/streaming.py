@@ -103,7 +103,7 @@ def measure(name: str, overrides: dict, scan: str, threads: int, seconds: float,
     window = workdir / f"{name}-window.onnx"
     if not window.exists():
         for layer in model.v.layers:  # the training scan does not trace; use the graph form
-            layer.mixer.scan_fn = GRAPH_SCANS["segsum"]
+            layer.mixer.scan_fn = GRAPH_SCANS["cumsum"]
         torch.onnx.export(OfflineWindow(model), (torch.zeros(1, 16000),), str(window), input_names=["pcm"], dynamo=False)
     offline = ort.InferenceSession(str(window), _session_options(threads), providers=["CPUExecutionProvider"])
     windows = [audio[None, max(0, end - 16000) : end] for end in range(16000, audio.size, chunk)]
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio streamed per measurement")
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument(
-        "--scan", nargs="+", default=["segsum"], choices=["segsum", "unrolled", "free"],
+        "--scan", nargs="+", default=["unrolled"], choices=["unrolled", "cumsum", "segsum", "free"],
         help="graph scan form; 'free' replaces the scan by a no-op to bound a fused kernel's gain",
     )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))

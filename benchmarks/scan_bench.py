@@ -1,0 +1,99 @@
+"""Forward+backward time of the chunked selective scan against the sequential reference.
+
+Both run side by side in one process on the same inputs (a Mamba layer at initialisation:
+S4D-real A, softplus step sizes in [1e-3, 1e-1], D, z gate), interleaved repeat by repeat so that
+load from other processes hits both alike; the figure is the median of the repeats after warm-up.
+
+    python benchmarks/scan_bench.py                       # L=1024, d_inner=384, d_state=16, batch 1 and 8
+    python benchmarks/scan_bench.py --batch 4 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from ssamba_stream.model.scan import DEFAULT_CHUNK_SIZE, selective_scan_chunked, selective_scan_ref
+
+
+def make_step(
+    fn: Callable, batch: int, length: int, d_inner: int, d_state: int, seed: int = 0
+) -> Callable[[], None]:
+    """One training step's worth of scan work: forward, then backward into every input."""
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.exp(torch.rand(d_inner, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    leaves = {
+        "u": torch.randn(batch, d_inner, length, generator=g),
+        "delta": 0.1 * torch.randn(batch, d_inner, length, generator=g),
+        "A": -torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1),
+        "B": torch.randn(batch, d_state, length, generator=g),
+        "C": torch.randn(batch, d_state, length, generator=g),
+        "D": torch.ones(d_inner),
+        "z": torch.randn(batch, d_inner, length, generator=g),
+        "delta_bias": dt + torch.log(-torch.expm1(-dt)),  # inverse softplus, as Mamba initialises it
+    }
+    for v in leaves.values():
+        v.requires_grad_()
+    grad_out = torch.randn(batch, d_inner, length, generator=g)
+
+    def step() -> None:
+        for v in leaves.values():
+            v.grad = None
+        out = fn(**leaves, delta_softplus=True)
+        out.backward(grad_out)
+
+    return step
+
+
+def bench(
+    batch: int, length: int, d_inner: int, d_state: int, chunk_size: int, warmup: int, repeats: int
+) -> None:
+    steps = {
+        "reference": make_step(selective_scan_ref, batch, length, d_inner, d_state),
+        "chunked": make_step(
+            lambda **kw: selective_scan_chunked(**kw, chunk_size=chunk_size), batch, length, d_inner, d_state
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup + repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    ref, chunked = (statistics.median(times[name]) for name in ("reference", "chunked"))
+    spread = {name: f"{min(v) * 1e3:.0f}-{max(v) * 1e3:.0f}" for name, v in times.items()}
+    print(
+        f"batch={batch:<3d} L={length} d_inner={d_inner} d_state={d_state} chunk={chunk_size}: "
+        f"reference {ref * 1e3:8.1f} ms  chunked {chunked * 1e3:7.1f} ms  ratio {ref / chunked:5.1f}x  "
+        f"(min-max ms: ref {spread['reference']}, chunked {spread['chunked']})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--length", type=int, default=1024)
+    parser.add_argument("--d-inner", type=int, default=384)
+    parser.add_argument("--d-state", type=int, default=16)
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, torch.get_num_threads()={torch.get_num_threads()}, forward+backward, median"
+    )
+    for batch in args.batch:
+        bench(batch, args.length, args.d_inner, args.d_state, args.chunk_size, args.warmup, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
