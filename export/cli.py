@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ssamba_stream.errors import UserError
+from ssamba_stream.errors import UserError, run_cli
 
 app = typer.Typer(
     help="Export a streaming SSAMBA checkpoint as a step graph with carried state (ONNX, TensorRT).",
@@ -83,12 +82,7 @@ def verify(
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
-    try:
-        app()
-    except UserError as exc:
-        typer.echo(f"ssamba-export: error: {exc}", err=True)
-        sys.exit(2)
-
+    run_cli(app, "ssamba-export")
 
 if __name__ == "__main__":
     main()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from . import __version__
-from .errors import UserError
+from .errors import run_cli
 from .formats import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_document, safetensors_shapes
 
 app = typer.Typer(
@@ -53,11 +52,7 @@ def _product(shape: list[int]) -> int:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
-    try:
-        app()
-    except UserError as exc:
-        typer.echo(f"ssamba-stream: error: {exc}", err=True)
-        sys.exit(2)
+    run_cli(app, "ssamba-stream")
 
 
 if __name__ == "__main__":

@@ -6,31 +6,36 @@ import json
 import struct
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UserError
 
 CHECKPOINT_FORMAT = "ssamba-stream/checkpoint-v1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
+def read_json_document(path: Path, fmt: str, what: str, error: type[UserError], missing: str, fix: str) -> dict:
+    """A JSON file that must hold ``{"format": fmt, ...}``; every failure is one ``error`` line."""
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path} is missing: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is corrupt ({exc}): {fix}") from None
+    if not isinstance(document, dict) or document.get("format") != fmt:
+        raise error(f"{path} is not {what} (expected format {fmt}): {fix}")
+    return document
+
+
 def read_checkpoint_document(directory: str | Path) -> dict:
     """The parsed config.json of a checkpoint directory, checked to be ours."""
     path = Path(directory)
-    config_path = path / CONFIG_FILE
     if not path.is_dir():
         hint = " (an official SSAMBA .pth file? import it with import_official)" if path.suffix == ".pth" else ""
         raise CheckpointError(f"checkpoint directory {path} not found{hint}: pass a directory written by save_model")
-    try:
-        document = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{config_path} is missing: {path} is not an ssamba-stream checkpoint") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config_path} is corrupt ({exc}): re-save or re-export the checkpoint") from None
-    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{config_path} is not an ssamba-stream checkpoint config (expected format {CHECKPOINT_FORMAT})"
-        )
-    return document
+    return read_json_document(
+        path / CONFIG_FILE, CHECKPOINT_FORMAT, "an ssamba-stream checkpoint config", CheckpointError,
+        missing=f"{path} is not an ssamba-stream checkpoint", fix="re-save or re-export the checkpoint",
+    )
 
 
 def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:

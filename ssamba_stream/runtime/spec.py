@@ -8,11 +8,11 @@ the detector defaults and the checkpoint the graph came from.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..formats import read_json_document
 
 SPEC_FORMAT = "ssamba-stream/stream-model-v1"
 BATCH = "batch"  # the symbolic batch dimension in shapes
@@ -86,14 +86,10 @@ def load_spec(graph_path: str | Path) -> StreamModelSpec:
     if not graph_path.is_file():
         raise ModelFileError(f"model file {graph_path} not found: export one with 'ssamba-export onnx CHECKPOINT'")
     path = sidecar_path(graph_path)
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelFileError(f"{path} is missing: keep the JSON sidecar that ssamba-export wrote next to {graph_path.name}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path} is corrupt ({exc}): re-export the model") from None
-    if not isinstance(document, dict) or document.get("format") != SPEC_FORMAT:
-        raise ModelFileError(f"{path} is not an ssamba-stream model description (expected format {SPEC_FORMAT})")
+    document = read_json_document(
+        path, SPEC_FORMAT, "an ssamba-stream model description", ModelFileError,
+        missing=f"keep the JSON sidecar that ssamba-export wrote next to {graph_path.name}", fix="re-export the model",
+    )
     known = {"format", "task", "labels", "sample_rate", "block_tokens", "chunk_samples", "activation", "state", "detector", "fingerprint"}
     try:
         return StreamModelSpec(
