@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -93,6 +94,8 @@ def main() -> None:
     )
     for batch in args.batch:
         bench(batch, args.length, args.d_inner, args.d_state, args.chunk_size, args.warmup, args.repeats)
+    # Other processes on the cores stall every multi-threaded op of the chunked form: check this.
+    print(f"load average (1 min) after the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

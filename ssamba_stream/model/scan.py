@@ -37,8 +37,9 @@ DEFAULT_CHUNK_SIZE = 32
 # its negative stay far from fp32 overflow/underflow (e^40 ~ 2e17), so the in-chunk factorisation
 # exp(c_t - c_s) = exp(c_t - m) * exp(m - c_s) is exact in floating point.
 _MAX_LOG_DECAY = 40.0
-# Elements in one (batch block, chunk) tile of the chunked scan: small enough to stay in cache.
-_TILE_ELEMS = 1 << 18
+# State elements in one (batch rows x chunk) tile of the chunked scan: enough work per op to amortise
+# dispatch and threading, little enough (4 MiB in fp32) for the tile buffers to stay in cache.
+_TILE_ELEMS = 1 << 20
 
 ScanResult = Tensor | tuple[Tensor, Tensor]
 
@@ -65,8 +66,8 @@ def _check_inputs(
     if u.dim() != 3:
         raise ValueError(f"u must be (batch, d, L), got shape {tuple(u.shape)}")
     batch, dim, length = u.shape
-    if length == 0:
-        raise ValueError("u must have at least one time step")
+    if u.numel() == 0:
+        raise ValueError(f"u must be non-empty, got shape {tuple(u.shape)}")
     if delta.shape != u.shape:
         raise ValueError(f"delta must have u's shape {tuple(u.shape)}, got {tuple(delta.shape)}")
     if A.is_complex():
@@ -183,23 +184,27 @@ def selective_scan_ref(
 
 
 def _tri(size: int, upper: bool, like: Tensor) -> Tensor:
-    """Triangular ones, (s <= t) or (s >= t); built by comparison because torch.tril/triu take
-    ~10 ms even on a 4x4 CPU tensor in torch 2.13."""
+    """Triangular ones, (s <= t) or (s >= t), built by comparison: torch.tril/triu (like
+    torch.cumsum) take ~10 ms even on a 4x4 CPU tensor with 2 threads in torch 2.13."""
     idx = torch.arange(size, device=like.device)
     mask = idx[:, None] <= idx if upper else idx[:, None] >= idx
     return mask.to(like.dtype)
 
 
-def _after_first(dt: Tensor, dim: int) -> Tensor:
-    """dt with each chunk's first step zeroed: in-chunk cumulative sums then start at 0, so a huge
-    first step (a state reset) neither widens the log-decay range nor swamps the small steps
-    after it in rounding; its decay is applied separately, with the carried state."""
-    return torch.cat([torch.zeros_like(dt.narrow(dim, 0, 1)), dt.narrow(dim, 1, dt.shape[dim] - 1)], dim)
+def _in_chunk_cumsum(steps: Tensor) -> Tensor:
+    """Cumulative step along T of (batch, chunks, T, d), from each chunk's second step.
+
+    Starting after the first step, a huge first step (a state reset) neither widens the log-decay
+    range nor swamps the small steps after it in rounding; its decay goes with the carried state.
+    """
+    steps = torch.cat([torch.zeros_like(steps[:, :, :1]), steps[:, :, 1:]], 2)
+    return _tri(steps.shape[2], False, steps) @ steps
 
 
 def _time_major(t: Tensor, chunk: int) -> Tensor:
     """(batch, ..., L) -> (batch, chunks, chunk, ...), zero-padded to whole chunks, contiguous."""
-    t = F.pad(t, (0, -t.shape[-1] % chunk)).movedim(-1, 1)
+    pad = -t.shape[-1] % chunk
+    t = (F.pad(t, (0, pad)) if pad else t).movedim(-1, 1)
     return t.reshape(t.shape[0], -1, chunk, *t.shape[2:]).contiguous()
 
 
@@ -282,10 +287,10 @@ class _ChunkScan(torch.autograd.Function):
         n = A.shape[1]
         x_tm, dt_tm = _time_major(x, chunk), _time_major(dt, chunk)  # (batch, nc, T, d)
         B_tm, C_tm = _time_major(B, chunk), _time_major(C, chunk)  # (batch, nc, T, groups, n)
-        cd = _after_first(dt_tm, 2).cumsum(2)  # in-chunk cumulative step after the first step
+        cd = _in_chunk_cumsum(dt_tm)  # (batch, nc, T, d)
         mid = 0.5 * (cd.amax(2) + cd.amin(2))  # (batch, nc, d): each chunk's reference point
         rel = (cd - mid.unsqueeze(2)).unsqueeze(-1)  # (batch, nc, T, d, 1)
-        Em = torch.mul((dt_tm[:, :, 0] + mid).unsqueeze(-1), A).exp_()  # (batch, nc, d, n): decay to mid
+        Em = torch.mul((dt_tm[:, :, 0] + mid).unsqueeze(-1), A).exp_()  # (batch, nc, d, n): entry -> mid
         Hs = torch.empty_like(Em)  # chunk-entry states scaled by Em
         saved = (x_tm, dt_tm, B_tm, C_tm, rel, Em, Hs)
         y = torch.empty_like(x_tm)
@@ -384,9 +389,8 @@ def _chunk_sizes(dt: Tensor, A: Tensor, chunk_size: int) -> Tensor:
     todo = torch.ones(dim, dtype=torch.bool, device=dt.device)
     chunk = min(chunk_size, length)
     while chunk > 1:
-        nc = -(-length // chunk)
-        cd = _after_first(F.pad(dt, (0, nc * chunk - length)).view(batch, dim, nc, chunk), -1).cumsum(-1)
-        spread = (cd.amax(-1) - cd.amin(-1)).amax(-1).amax(0)
+        cd = _in_chunk_cumsum(_time_major(dt, chunk))
+        spread = (cd.amax(2) - cd.amin(2)).amax((0, 1))
         fits = todo & (0.5 * spread * a_max <= _MAX_LOG_DECAY)
         sizes[fits] = chunk
         todo &= ~fits
