@@ -17,8 +17,9 @@ benchmarks/streaming.py measures which is faster per backend.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from ssamba_stream.model.scan import discretisation_inputs, finish_output
 
 SEGSUM_CHUNK = 16  # steps per pairwise-decay kernel; a step graph's block (8) fits in one
 CUMSUM_CHUNK = 8  # steps per log-space chunk: with the floor below, |exponents| <= 8 * 16 / 2 = 64
@@ -39,23 +40,11 @@ def _times_groups(per_channel: Tensor, M: Tensor) -> Tensor:
 
 
 def _prepare(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Tensor | None, delta_softplus: bool):
-    """Float32 inputs, biased/softplus'd delta, and per-step log-decay and input terms (b, d, L, n)."""
-    u, delta = u.float(), delta.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias.float()[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    """Compute-dtype inputs, biased/softplus'd delta (as the training scans), and per-step log-decay and input terms (b, d, L, n)."""
+    u, delta = discretisation_inputs(u, delta, delta_bias, delta_softplus)
     log_decay = delta.unsqueeze(-1) * A.float()[:, None, :]  # (b, d, L, n)
     drive = _times_groups((delta * u).unsqueeze(-1), B)  # (b, d, L, n)
     return u, log_decay, drive
-
-
-def _finish(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, dtype: torch.dtype) -> Tensor:
-    if D is not None:
-        y = y + u * D.float()[:, None]
-    if z is not None:
-        y = y * F.silu(z.float())
-    return y.to(dtype)
 
 
 def scan_unrolled(
@@ -75,7 +64,7 @@ def scan_unrolled(
         state = decay[:, :, t : t + 1] * state + drive[:, :, t : t + 1]
         states.append(state)
     y = _times_groups(torch.cat(states, dim=2), C).sum(-1)
-    y = _finish(y, u, D, z, dtype)
+    y = finish_output(y, u, D, z, dtype)
     state = state.squeeze(2)
     return (y, state) if return_last_state else y
 
@@ -106,7 +95,7 @@ def scan_segsum(
             states = states + torch.exp(cum) * state.unsqueeze(2)
         outputs.append(_times_groups(states, C[..., start:end]).sum(-1))
         state = states[:, :, -1]
-    y = _finish(torch.cat(outputs, dim=-1), u, D, z, dtype)
+    y = finish_output(torch.cat(outputs, dim=-1), u, D, z, dtype)
     return (y, state) if return_last_state else y
 
 
@@ -138,7 +127,7 @@ def scan_cumsum(
         states = torch.exp(cum - ref) * total
         outputs.append(_times_groups(states, C[..., start:end]).sum(-1))
         state = states[:, :, -1:]
-    y = _finish(torch.cat(outputs, dim=-1), u, D, z, dtype)
+    y = finish_output(torch.cat(outputs, dim=-1), u, D, z, dtype)
     return (y, state.squeeze(2)) if return_last_state else y
 
 

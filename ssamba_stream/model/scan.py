@@ -110,7 +110,7 @@ def _grouped(M: Tensor, batch: int, length: int) -> Tensor:
     return M
 
 
-def _discretisation_inputs(
+def discretisation_inputs(
     u: Tensor, delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool
 ) -> tuple[Tensor, Tensor]:
     """u and the effective step size in the compute dtype."""
@@ -124,7 +124,7 @@ def _discretisation_inputs(
     return u, delta
 
 
-def _finish(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, dtype_in: torch.dtype) -> Tensor:
+def finish_output(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, dtype_in: torch.dtype) -> Tensor:
     """Skip connection, gate, cast back: the parts every implementation shares."""
     if D is not None:
         y = y + u * D.to(y.dtype)[:, None]
@@ -157,7 +157,7 @@ def selective_scan_ref(
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
     dtype_in = u.dtype
-    u, delta = _discretisation_inputs(u, delta, delta_bias, delta_softplus)
+    u, delta = discretisation_inputs(u, delta, delta_bias, delta_softplus)
     batch, dim, length = u.shape
     dtype = u.dtype
     A = A.to(dtype)
@@ -176,7 +176,7 @@ def selective_scan_ref(
         states.append(h)
     H = torch.stack(states).view(length, batch, groups_c, dim // groups_c, -1)
     y = torch.einsum("lbgen,bgnl->bgel", H, Cg).reshape(batch, dim, length)
-    out = _finish(y, u, D, z, dtype_in)
+    out = finish_output(y, u, D, z, dtype_in)
     return (out, h) if return_last_state else out
 
 
@@ -431,7 +431,7 @@ def selective_scan_chunked(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     dtype_in = u.dtype
-    u, dt = _discretisation_inputs(u, delta, delta_bias, delta_softplus)
+    u, dt = discretisation_inputs(u, delta, delta_bias, delta_softplus)
     batch, dim, length = u.shape
     dtype = u.dtype
     A = A.to(dtype)
@@ -462,7 +462,7 @@ def selective_scan_chunked(
         inverse = torch.argsort(torch.cat(order))
         y = torch.cat(ys, 1)[:, inverse]
         last = torch.cat(lasts, 1)[:, inverse]
-    out = _finish(y, u, D, z, dtype_in)
+    out = finish_output(y, u, D, z, dtype_in)
     return (out, last) if return_last_state else out
 
 
