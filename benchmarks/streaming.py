@@ -1,14 +1,19 @@
 """Streaming cost: real-time factor and per-block latency of the step graph, against sliding-window recompute.
 
 For each model (the streaming ssamba-tiny: embed 192, depth 24, frame tokens, B=8; and ssamba-kws)
-and each backend, in one run on one machine:
+and each backend (torch eager, onnxruntime CPU; onnxruntime CUDA and TensorRT where a GPU is), in
+one run on one machine:
 - the streaming step: one call per block of B tokens (B * 20 ms of audio), state carried;
 - the alternative a user would otherwise write: re-run the offline model (frontend + encoder + head)
-  on the last 1 s of audio every block hop, same backend and threads.
-Prints a Markdown table: RTF (compute time / audio time), p50/p99 latency per call, and the ratio of
-compute per second of audio (sliding window / streaming).
+  on the last 1 s of audio every block hop, same backend and threads (TensorRT: the window runs in
+  onnxruntime CUDA).
+Prints a Markdown table: RTF (compute time / audio time), p50/p99 latency per call, the ratio of
+compute per second of audio (sliding window / streaming), the step graph's FLOPs per second of
+audio, and the fraction of the device's peak the step achieves at its median latency (peak: the
+best sustained fp32 GEMM on the same threads, or the GPU's, measured in the same run).
 
-    python benchmarks/streaming.py [--seconds 60] [--threads 1 2] [--scan segsum unrolled] [--smoke]
+    python benchmarks/streaming.py [--seconds 60] [--threads 1 2] [--backends onnxruntime torch]
+                                   [--scan unrolled free] [--smoke]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from flops import graph_flops, measured_peak_flops
 from torch import nn
 
 from ssamba_export.graph_scan import GRAPH_SCANS
@@ -64,6 +70,23 @@ class OfflineWindow(nn.Module):
         return torch.softmax(self.model(self.frontend(pcm)), dim=-1)
 
 
+BACKENDS = ("onnxruntime", "torch", "onnxruntime-cuda", "tensorrt")
+
+
+def gpu_missing(backend: str) -> str | None:
+    """Why a GPU backend cannot run here, or None."""
+    if backend in ("onnxruntime", "torch"):
+        return None
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "onnxruntime has no CUDA provider (pip install onnxruntime-gpu on a GPU machine)"
+    if backend == "tensorrt":
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return "TensorRT is not installed"
+    return None
+
+
 def _session_options(threads: int) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -82,14 +105,56 @@ def _latencies(call, count: int, warmup: int = 5) -> np.ndarray:
     return times
 
 
-def measure(name: str, overrides: dict, scan: str, threads: int, seconds: float, workdir: Path) -> dict:
+def _step_feeds(session: StreamingSession) -> dict[str, np.ndarray]:
+    spec = session.spec
+    return {"pcm": np.zeros((1, spec.chunk_samples), np.float32),
+            **{t.name: np.zeros(t.concrete(1), np.float32) for t in spec.state}}  # fmt: skip
+
+
+def _window_runner(model: SSAMBA, backend: str, threads: int, path: Path):
+    """A callable running the offline model on one 1 s window, on ``backend`` (see module doc)."""
+    if backend == "torch":
+        window = OfflineWindow(model)
+        torch.set_num_threads(threads)
+
+        def run_torch(pcm: np.ndarray) -> None:
+            with torch.no_grad():
+                window(torch.from_numpy(pcm))
+
+        return run_torch
+    if not path.exists():
+        scans = [layer.mixer.scan_fn for layer in model.v.layers]
+        for layer in model.v.layers:  # the training scan does not trace; use the graph form
+            layer.mixer.scan_fn = GRAPH_SCANS["cumsum"]
+        torch.onnx.export(OfflineWindow(model), (torch.zeros(1, 16000),), str(path), input_names=["pcm"], dynamo=False)
+        for layer, scan in zip(model.v.layers, scans, strict=True):
+            layer.mixer.scan_fn = scan
+    providers = ["CPUExecutionProvider"] if backend == "onnxruntime" else ["CUDAExecutionProvider"]
+    session = ort.InferenceSession(str(path), _session_options(threads), providers=providers)
+    return lambda pcm: session.run(None, {"pcm": pcm})
+
+
+def _step_model(checkpoint: Path, graph: Path, backend: str) -> Path:
+    """The file a StreamingSession of ``backend`` loads: the ONNX graph, or a TensorRT engine of it."""
+    if backend != "tensorrt":
+        return graph
+    from ssamba_export.tensorrt_build import build_engine
+
+    plan = graph.with_suffix(".plan")
+    if not plan.exists():
+        build_engine(graph, plan)
+    return plan
+
+
+def measure(name: str, overrides: dict, scan: str, backend: str, threads: int, seconds: float, workdir: Path,
+            peak: float) -> dict:  # fmt: skip
     torch.manual_seed(0)
     model = build_model("ssamba-kws", num_classes=12, **overrides).eval()
     checkpoint = save_model(model, workdir / f"{name}-ckpt")
     graph = workdir / f"{name}-{scan}.onnx"
     if not graph.exists():
         export_onnx(checkpoint, graph, scan=scan)
-    session = StreamingSession(graph, threads=threads)
+    session = StreamingSession(_step_model(checkpoint, graph, backend), backend=backend, threads=threads)
     chunk = session.spec.chunk_samples
     audio = test_signal(seconds)
     blocks = [audio[i : i + chunk] for i in range(0, audio.size - chunk + 1, chunk)]
@@ -100,25 +165,34 @@ def measure(name: str, overrides: dict, scan: str, threads: int, seconds: float,
 
     step_times = _latencies(stream_call, len(blocks))
 
-    window = workdir / f"{name}-window.onnx"
-    if not window.exists():
-        for layer in model.v.layers:  # the training scan does not trace; use the graph form
-            layer.mixer.scan_fn = GRAPH_SCANS["cumsum"]
-        torch.onnx.export(OfflineWindow(model), (torch.zeros(1, 16000),), str(window), input_names=["pcm"], dynamo=False)
-    offline = ort.InferenceSession(str(window), _session_options(threads), providers=["CPUExecutionProvider"])
+    run_window = _window_runner(model, backend, threads, workdir / f"{name}-window.onnx")
     windows = [audio[None, max(0, end - 16000) : end] for end in range(16000, audio.size, chunk)]
     next_window = itertools.cycle(windows).__next__
-
-    def window_call() -> None:
-        offline.run(None, {"pcm": next_window()})
-
-    window_times = _latencies(window_call, min(len(windows), len(blocks)))
+    window_times = _latencies(lambda: run_window(next_window()), min(len(windows), len(blocks)))
     hop = chunk / session.sample_rate
+    step_flops = sum(graph_flops(graph, _step_feeds(session)).values())
     return {
-        "model": name, "params": sum(p.numel() for p in model.parameters()), "scan": scan, "threads": threads,
-        "rtf": step_times.mean() / hop, "p50": np.median(step_times), "p99": np.percentile(step_times, 99),
-        "window_rtf": window_times.mean() / hop, "window_p50": np.median(window_times), "blocks": len(blocks),
-    }
+        "model": name, "params": sum(p.numel() for p in model.parameters()), "scan": scan, "backend": backend,
+        "threads": threads, "rtf": step_times.mean() / hop, "p50": np.median(step_times),
+        "p99": np.percentile(step_times, 99), "window_rtf": window_times.mean() / hop,
+        "window_p50": np.median(window_times), "blocks": len(blocks), "flops_per_second": step_flops / hop,
+        "peak_fraction": step_flops / np.median(step_times) / peak,
+    }  # fmt: skip
+
+
+def gpu_peak_flops() -> float:
+    """Best sustained fp32 GEMM rate of the GPU (TF32 off), for the GPU backends' peak fraction."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    a = torch.randn(8192, 8192, device="cuda")
+    torch.mm(a, a)
+    torch.cuda.synchronize()
+    best = 0.0
+    for _ in range(10):
+        start = time.perf_counter()
+        torch.mm(a, a)
+        torch.cuda.synchronize()
+        best = max(best, 2 * 8192**3 / (time.perf_counter() - start))
+    return best
 
 
 def main() -> None:
@@ -130,24 +204,35 @@ def main() -> None:
         help="graph scan form; 'free' replaces the scan by a no-op to bound a fused kernel's gain",
     )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--backends", nargs="+", default=["onnxruntime"], choices=BACKENDS)
     parser.add_argument("--smoke", action="store_true", help="tiny run to check the script works")
     args = parser.parse_args()
     if args.smoke:
         args.seconds, args.models = 2.0, ["ssamba-kws"]
     print(f"device: {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}, torch {torch.__version__}")
-    print("| model | params | scan | threads | stream RTF | p50 ms | p99 ms | 1 s window RTF | window p50 ms | compute ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | params | backend | scan | threads | stream RTF | p50 ms | p99 ms | 1 s window RTF | window p50 ms "
+          "| compute ratio | MFLOP per s audio | % of peak |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    peaks: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            for scan in args.scan:
-                for threads in args.threads:
-                    r = measure(name, MODELS[name], scan, threads, args.seconds, Path(tmp))
-                    print(
-                        f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['scan']} | {r['threads']} | {r['rtf']:.4f} | "
-                        f"{r['p50'] * 1e3:.2f} | {r['p99'] * 1e3:.2f} | {r['window_rtf']:.4f} | "
-                        f"{r['window_p50'] * 1e3:.2f} | {r['window_rtf'] / r['rtf']:.1f}x |",
-                        flush=True,
-                    )
+        for backend, name, scan, threads in itertools.product(args.backends, args.models, args.scan, args.threads):
+            missing = gpu_missing(backend)
+            if missing:
+                print(f"| {name} | | {backend} | {scan} | {threads} | skipped: {missing} |||||||||")
+                continue
+            on_gpu = backend in ("onnxruntime-cuda", "tensorrt")
+            key = ("gpu", 0) if on_gpu else ("cpu", threads)
+            if key not in peaks:
+                peaks[key] = gpu_peak_flops() if on_gpu else measured_peak_flops(threads)
+                print(f"peak {key[0]} ({key[1]} threads): {peaks[key] / 1e9:.1f} GFLOP/s fp32 GEMM", flush=True)
+            r = measure(name, MODELS[name], scan, backend, threads, args.seconds, Path(tmp), peaks[key])
+            print(
+                f"| {r['model']} | {r['params'] / 1e6:.2f}M | {backend} | {r['scan']} | {r['threads']} | "
+                f"{r['rtf']:.4f} | {r['p50'] * 1e3:.2f} | {r['p99'] * 1e3:.2f} | {r['window_rtf']:.4f} | "
+                f"{r['window_p50'] * 1e3:.2f} | {r['window_rtf'] / r['rtf']:.1f}x | "
+                f"{r['flops_per_second'] / 1e6:.0f} | {100 * r['peak_fraction']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -19,20 +19,42 @@ app = typer.Typer(
 
 @app.command()
 def onnx(
-    checkpoint: Annotated[Path, typer.Argument(help="checkpoint directory (config.json + model.safetensors)")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="the .onnx file to write (a .json sidecar goes beside it)")],
-    block: Annotated[int | None, typer.Option(help="tokens per step (20 ms each); default: the checkpoint's")] = None,
-    scan: Annotated[str, typer.Option(help="block scan in the graph: unrolled, cumsum (log-space) or segsum")] = "unrolled",
+    checkpoint: Annotated[
+        Path, typer.Argument(help="checkpoint directory (config.json + model.safetensors)")
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="the .onnx file to write (a .json sidecar goes beside it)")
+    ],
+    block: Annotated[
+        int | None, typer.Option(help="tokens per step (20 ms each); default: the checkpoint's")
+    ] = None,
+    scan: Annotated[
+        str, typer.Option(help="block scan in the graph: unrolled, cumsum (log-space) or segsum")
+    ] = "unrolled",
     batch: Annotated[int, typer.Option(help="streams per call, fixed (faster); 0 = any number")] = 1,
-    activation: Annotated[str, typer.Option(help="posteriors: softmax (single-label) or sigmoid")] = "softmax",
+    activation: Annotated[
+        str, typer.Option(help="posteriors: softmax (single-label) or sigmoid")
+    ] = "softmax",
     opset: Annotated[int, typer.Option(help="ONNX opset, >= 17")] = 17,
+    task: Annotated[
+        str, typer.Option(help="kws (keyword events) or classify (top-k labels per window)")
+    ] = "kws",
 ) -> None:
     """Export CHECKPOINT as an ONNX step graph: PCM chunk + state in, posteriors + state out."""
     from .onnx_export import export_onnx
 
     if output.suffix != ".onnx":
         raise UserError(f"output {output} must end in .onnx: the sidecar is written beside it as .json")
-    spec = export_onnx(checkpoint, output, block=block, scan=scan, activation=activation, opset=opset, batch=batch or None)
+    spec = export_onnx(
+        checkpoint,
+        output,
+        block=block,
+        scan=scan,
+        activation=activation,
+        opset=opset,
+        batch=batch or None,
+        task=task,
+    )
     typer.echo(
         f"wrote {output} and {output.with_suffix('.json')}: {len(spec.labels)} labels, block of "
         f"{spec.block_tokens} tokens = {spec.chunk_samples} samples ({spec.block_seconds * 1000:.0f} ms)"
@@ -43,7 +65,9 @@ def onnx(
 def trt(
     model: Annotated[Path, typer.Argument(help="the .onnx step graph (with its .json sidecar)")],
     output: Annotated[Path, typer.Option("-o", "--output", help="the .plan engine to write")],
-    fp16: Annotated[bool, typer.Option("--fp16", help="allow fp16 kernels (the frontend stays fp32)")] = False,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="allow fp16 kernels (the frontend stays fp32)")
+    ] = False,
     workspace: Annotated[int, typer.Option(help="builder workspace in MB")] = 1024,
     max_batch: Annotated[int, typer.Option(help="most streams one call may batch")] = 8,
 ) -> None:
@@ -58,7 +82,9 @@ def trt(
 def verify(
     model: Annotated[Path, typer.Argument(help="exported step graph (.onnx or .plan)")],
     checkpoint: Annotated[Path, typer.Option(help="the checkpoint it was exported from")],
-    backend: Annotated[str, typer.Option(help="onnxruntime, onnxruntime-cuda, tensorrt or torch")] = "onnxruntime",
+    backend: Annotated[
+        str, typer.Option(help="onnxruntime, onnxruntime-cuda, tensorrt or torch")
+    ] = "onnxruntime",
     seconds: Annotated[float, typer.Option(help="length of the test signal")] = 30.0,
     audio: Annotated[Path | None, typer.Option(help="a recording to use instead of the test signal")] = None,
     tolerance: Annotated[float, typer.Option(help="largest allowed logit difference")] = 1e-4,
@@ -75,7 +101,9 @@ def verify(
         signal = test_signal(seconds)
     difference, blocks = max_logit_difference(model, checkpoint, signal, backend=backend)
     verdict = "ok" if difference <= tolerance else "FAILED"
-    typer.echo(f"{verdict}: max |streamed - offline| logit difference {difference:.3e} over {blocks} blocks (tolerance {tolerance:g})")
+    typer.echo(
+        f"{verdict}: max |streamed - offline| logit difference {difference:.3e} over {blocks} blocks (tolerance {tolerance:g})"
+    )
     if difference > tolerance:
         raise typer.Exit(1)
 
@@ -83,6 +111,7 @@ def verify(
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     run_cli(app, "ssamba-export")
+
 
 if __name__ == "__main__":
     main()

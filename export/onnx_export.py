@@ -30,9 +30,12 @@ DEFAULT_SCAN = "unrolled"  # fastest exact form on CPU (benchmarks/streaming.py)
 # Detector defaults written into the sidecar; the CLI and the KeywordSpotter override them.
 DETECTOR_DEFAULTS = {"threshold": 0.5, "smoothing_blocks": 2, "refractory_seconds": 1.0, "thresholds": {}}
 NON_KEYWORDS = ("_silence_", "_unknown_")
+TASKS = ("kws", "classify")
 
 
-def build_step(checkpoint: str | Path, block: int | None = None, scan: str = DEFAULT_SCAN, activation: str = "softmax") -> StreamStep:
+def build_step(
+    checkpoint: str | Path, block: int | None = None, scan: str = DEFAULT_SCAN, activation: str = "softmax"
+) -> StreamStep:
     """The step module of a checkpoint, with the given block size and graph scan form."""
     if scan not in GRAPH_SCANS:
         raise UserError(f"unknown scan form {scan!r}: choose one of {', '.join(GRAPH_SCANS)}")
@@ -76,13 +79,17 @@ def export_onnx(
     activation: str = "softmax",
     opset: int = DEFAULT_OPSET,
     batch: int | None = 1,
+    task: str = "kws",
 ) -> StreamModelSpec:
     """Write ``output`` (.onnx) and its sidecar (.json); returns the sidecar's content.
 
     ``batch`` fixes the number of streams one call serves; ``None`` leaves it free. A fixed batch
     lets the exporter fold all shape arithmetic away (about a third fewer graph nodes, and faster
-    on CPU); a free one serves any number of streams with one graph.
+    on CPU); a free one serves any number of streams with one graph. ``task`` tells the runtime
+    what the labels are: keywords (``kws``, events) or classes to rank (``classify``).
     """
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
     if batch is not None and batch < 1:
         raise UserError(f"batch must be a positive number of streams (or None for any), got {batch}")
     if opset < 17:
@@ -103,9 +110,15 @@ def export_onnx(
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on Python-side shape checks
             torch.onnx.export(
-                step, (pcm, *state.values()), str(path), input_names=["pcm", *STATE_NAMES],
-                output_names=[*OUTPUT_NAMES, *(f"{n}_out" for n in STATE_NAMES)], dynamic_axes=dynamic,
-                opset_version=opset, do_constant_folding=True, dynamo=False,
+                step,
+                (pcm, *state.values()),
+                str(path),
+                input_names=["pcm", *STATE_NAMES],
+                output_names=[*OUTPUT_NAMES, *(f"{n}_out" for n in STATE_NAMES)],
+                dynamic_axes=dynamic,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
             )
 
     _atomic_write(output, write_graph)
@@ -113,8 +126,14 @@ def export_onnx(
     labels = tuple(config.labels) or tuple(f"class_{i}" for i in range(config.num_classes))
     detector = {**DETECTOR_DEFAULTS, "ignore": [label for label in labels if label in NON_KEYWORDS]}
     spec = StreamModelSpec(
-        labels=labels, sample_rate=config.sample_rate, block_tokens=config.backward_block,
-        chunk_samples=step.chunk_samples, activation=activation, state=state_specs(step), detector=detector,
+        labels=labels,
+        sample_rate=config.sample_rate,
+        block_tokens=config.backward_block,
+        chunk_samples=step.chunk_samples,
+        activation=activation,
+        state=state_specs(step),
+        detector=detector,
+        task=task,
         fingerprint=file_sha256(output),
         extra={
             "head_window_tokens": config.head_window,
@@ -124,7 +143,13 @@ def export_onnx(
                 "sha256": file_sha256(checkpoint / "model.safetensors"),
             },
             "batch": batch,
-            "export": {"format": "onnx", "opset": opset, "scan": scan, "ssamba_stream": __version__, "torch": torch.__version__},
+            "export": {
+                "format": "onnx",
+                "opset": opset,
+                "scan": scan,
+                "ssamba_stream": __version__,
+                "torch": torch.__version__,
+            },
             "model": config.to_dict(),
         },
     )

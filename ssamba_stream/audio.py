@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,52 @@ def _reason(error: Exception) -> str:
     return reason.strip().rstrip(".")
 
 
+def open_audio(path: str | os.PathLike) -> sf.SoundFile:
+    """Open a file for decoding after the checks every reader needs: present, decodable, not
+    truncated (WAV), not empty. The caller closes it (``with open_audio(p) as f``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadAudioError(path, "file not found")
+    try:
+        file = sf.SoundFile(str(path))
+    except (sf.SoundFileError, OSError) as error:
+        raise BadAudioError(path, f"not a readable audio file ({_reason(error)})") from None
+    problem = _riff_truncation(path) or ("contains no samples" if file.frames == 0 else None)
+    if problem is not None:
+        file.close()
+        raise BadAudioError(path, problem)
+    return file
+
+
+def _read(file: sf.SoundFile, path: Path, frames: int) -> np.ndarray:
+    """``frames`` frames as float32 (frames, channels); a short read or NaN/Inf is an error."""
+    position = file.tell()
+    try:
+        data = file.read(frames, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, OSError) as error:
+        raise BadAudioError(path, f"truncated or corrupt: decoding failed ({_reason(error)})") from None
+    if data.shape[0] < frames:
+        raise BadAudioError(
+            path, f"truncated: decoding stopped after {position + data.shape[0]} of {file.frames} samples"
+        )
+    if not np.isfinite(data).all():
+        raise BadAudioError(path, "contains NaN or infinite samples")
+    return data
+
+
+def iter_audio_blocks(path: str | os.PathLike, seconds: float = 1.0) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (float32 (frames, channels), native rate) blocks of about ``seconds``: long recordings
+    stream through in constant memory, with ``open_audio``'s checks and NaN/Inf checked per block."""
+    path = Path(path)
+    with open_audio(path) as file:
+        block = max(1, int(seconds * file.samplerate))
+        remaining = file.frames
+        while remaining > 0:
+            data = _read(file, path, min(block, remaining))
+            remaining -= data.shape[0]
+            yield data, file.samplerate
+
+
 def load_audio(
     path: str | os.PathLike,
     sample_rate: int = 16000,
@@ -83,33 +130,15 @@ def load_audio(
     a truncated one, one without samples, or one containing NaN/Inf.
     """
     path = Path(path)
-    if not path.is_file():
-        raise BadAudioError(path, "file not found")
-    try:
-        file = sf.SoundFile(str(path))
-    except (sf.SoundFileError, OSError) as error:
-        raise BadAudioError(path, f"not a readable audio file ({_reason(error)})") from None
-    with file:
+    with open_audio(path) as file:
         native_rate, total = file.samplerate, file.frames
         start = min(max(int(round(offset * native_rate)), 0), total)
         wanted = total - start
         if duration is not None:
             wanted = min(wanted, int(math.ceil(duration * native_rate)))
-        try:
-            if start:
-                file.seek(start)
-            data = file.read(wanted, dtype="float32", always_2d=True)
-        except (sf.SoundFileError, OSError) as error:
-            raise BadAudioError(path, f"truncated or corrupt: decoding failed ({_reason(error)})") from None
-    truncation = _riff_truncation(path)
-    if truncation is not None:
-        raise BadAudioError(path, truncation)
-    if total == 0:
-        raise BadAudioError(path, "contains no samples")
-    if data.shape[0] < wanted:
-        raise BadAudioError(path, f"truncated: decoding stopped after {start + data.shape[0]} of {total} samples")
-    if not np.isfinite(data).all():
-        raise BadAudioError(path, "contains NaN or infinite samples")
+        if start:
+            file.seek(start)
+        data = _read(file, path, wanted)
     mono = data.mean(axis=1, dtype=np.float32)
     if native_rate != sample_rate:
         mono = soxr.resample(mono, native_rate, sample_rate, quality="HQ")

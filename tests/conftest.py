@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from model_fixtures import KWS_LABELS, export_random_model
 
 from audio_fixtures import ESPEAK, SKIP_REASON, synthesize_speech
 
@@ -14,3 +15,9 @@ def speech_16k() -> np.ndarray:
     if ESPEAK is None:
         pytest.skip(SKIP_REASON)
     return synthesize_speech("Hey Marvin, turn on the lights. Stop, go, yes, no.", word_gap_10ms=20)
+
+
+@pytest.fixture(scope="session")
+def random_kws_model(tmp_path_factory):
+    """(model.onnx path) of a random 12-keyword streaming model: fast to run, arbitrary events."""
+    return export_random_model(tmp_path_factory.mktemp("random_kws"), KWS_LABELS)

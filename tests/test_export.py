@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_fixtures import KWS_LABELS as LABELS
+from model_fixtures import save_random_checkpoint
 
 from ssamba_export.onnx_export import export_onnx
 from ssamba_export.verify import max_logit_difference, stream_in_random_chunks
@@ -21,17 +23,12 @@ from ssamba_stream.model.ssamba import build_model
 from ssamba_stream.runtime.session import StreamingSession
 from ssamba_stream.runtime.spec import ModelFileError, file_sha256
 
-LABELS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "_silence_", "_unknown_"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_model("ssamba-kws", num_classes=12, labels=LABELS, head_window=25)
-    with torch.no_grad():  # a random head gives near-uniform logits; spread them so differences show
-        model.mlp_head[1].weight.mul_(20)
-    return save_model(model, tmp_path_factory.mktemp("ckpt") / "kws")
+    return save_random_checkpoint(tmp_path_factory.mktemp("ckpt"), LABELS)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +45,9 @@ def stream_audio(speech_16k) -> np.ndarray:
     parts, total = [], 0
     while total < 30 * 16000:
         speech = speech_16k * rng.uniform(0.2, 1.0)
-        noise = rng.standard_normal(int(rng.uniform(0.3, 2.0) * 16000)).astype(np.float32) * 10 ** rng.uniform(-3, -1)
+        noise = rng.standard_normal(int(rng.uniform(0.3, 2.0) * 16000)).astype(
+            np.float32
+        ) * 10 ** rng.uniform(-3, -1)
         silence = np.zeros(int(rng.uniform(0.1, 1.0) * 16000), dtype=np.float32)
         mixed = speech + 0.02 * rng.standard_normal(speech.size).astype(np.float32)
         parts += [speech, noise, silence, mixed]
@@ -136,7 +135,9 @@ def test_bad_input_is_refused_and_the_stream_survives(exported, stream_audio):
     for pcm, kwargs, message in bad_calls:
         with pytest.raises(UserError, match=message):
             session.process(pcm, **kwargs)
-    np.testing.assert_array_equal(session.process(stream_audio[5000:30000]), reference.process(stream_audio[5000:30000]))
+    np.testing.assert_array_equal(
+        session.process(stream_audio[5000:30000]), reference.process(stream_audio[5000:30000])
+    )
 
 
 def test_model_file_errors(exported, checkpoint, tmp_path):
@@ -157,7 +158,9 @@ def test_model_file_errors(exported, checkpoint, tmp_path):
     with pytest.raises(ModelFileError, match="corrupt"):
         StreamingSession(bad_json)
     foreign = tmp_path / "foreign.onnx"
-    torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), str(foreign), input_names=["x"], dynamo=False)
+    torch.onnx.export(
+        torch.nn.Linear(3, 2), (torch.zeros(1, 3),), str(foreign), input_names=["x"], dynamo=False
+    )
     foreign.with_suffix(".json").write_text(exported.with_suffix(".json").read_text())
     with pytest.raises(ModelFileError, match="does not match its sidecar"):
         StreamingSession(foreign)
@@ -191,15 +194,23 @@ def test_runtime_session_runs_without_torch(exported, stream_audio, tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(exported), str(tmp_path / "audio.npy"), str(tmp_path / "out.npy")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), StreamingSession(exported).process(stream_audio[:30000]), atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out.npy"), StreamingSession(exported).process(stream_audio[:30000]), atol=1e-6
+    )
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    code = "import sys; from ssamba_export.cli import main; sys.argv = ['ssamba-export', *sys.argv[1:]]; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    code = (
+        "import sys; from ssamba_export.cli import main; sys.argv = ['ssamba-export', *sys.argv[1:]]; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
 
 
 def test_cli_exports_and_verifies(checkpoint, tmp_path):

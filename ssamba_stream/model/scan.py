@@ -32,7 +32,7 @@ __all__ = [
     "selective_scan_ref",
 ]
 
-DEFAULT_CHUNK_SIZE = 32
+DEFAULT_CHUNK_SIZE = 16
 # Largest |log-decay| kept between a position and its chunk's reference point: exp() of it and of
 # its negative stay far from fp32 overflow/underflow (e^40 ~ 2e17), so the in-chunk factorisation
 # exp(c_t - c_s) = exp(c_t - m) * exp(m - c_s) is exact in floating point.

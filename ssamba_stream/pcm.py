@@ -1,0 +1,78 @@
+"""Caller PCM -> the model's float32 mono stream: dtype conversion, downmix, streaming resampling.
+
+Microphones, stdin and files hand over audio in whatever format they have (int16, int32, float64,
+interleaved stereo, 44.1 or 48 kHz). ``PcmAdapter`` converts each chunk as it arrives and keeps
+the resampler's filter state between chunks, so a stream resampled chunk by chunk equals the
+whole recording resampled at once (up to the resampler's delay, which ``flush`` releases).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+from .errors import UserError
+
+_INT_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
+
+
+def to_float_mono(pcm: np.ndarray) -> np.ndarray:
+    """(samples,) or (samples, channels) of int8/16/32 or float -> float32 mono in [-1, 1]."""
+    pcm = np.asarray(pcm)
+    if pcm.ndim not in (1, 2):
+        raise UserError(f"expected PCM of shape (samples,) or (samples, channels), got {pcm.shape}")
+    if pcm.dtype in _INT_SCALE:
+        pcm = pcm.astype(np.float32) / np.float32(_INT_SCALE[pcm.dtype])
+    elif pcm.dtype == np.uint8:  # unsigned 8-bit PCM is offset by 128
+        pcm = (pcm.astype(np.float32) - 128.0) / 128.0
+    elif pcm.dtype.kind == "f":
+        pcm = pcm.astype(np.float32, copy=False)
+    else:
+        raise UserError(
+            f"unsupported PCM dtype {pcm.dtype}: pass integer PCM (int8/16/32) or floats in [-1, 1]"
+        )
+    if not np.isfinite(pcm).all():
+        raise UserError(
+            "PCM contains NaN or Inf samples: clean the input (e.g. np.nan_to_num) before streaming"
+        )
+    if pcm.ndim == 2:
+        pcm = pcm.mean(axis=1, dtype=np.float32)
+    return np.ascontiguousarray(pcm, dtype=np.float32)
+
+
+class PcmAdapter:
+    """Converts chunks of one stream at ``input_rate`` to float32 mono at ``model_rate``."""
+
+    def __init__(self, input_rate: int, model_rate: int) -> None:
+        if not (isinstance(input_rate, (int, np.integer)) and input_rate > 0):
+            raise UserError(f"sample rate must be a positive whole number of Hz, got {input_rate!r}")
+        self.input_rate = int(input_rate)
+        self.model_rate = model_rate
+        self.input_samples = 0
+        self._resampler = (
+            None
+            if self.input_rate == model_rate
+            else soxr.ResampleStream(self.input_rate, model_rate, 1, dtype="float32", quality="HQ")
+        )
+
+    @property
+    def resampling(self) -> bool:
+        return self._resampler is not None
+
+    @property
+    def seconds(self) -> float:
+        """Audio received so far, in seconds."""
+        return self.input_samples / self.input_rate
+
+    def convert(self, pcm: np.ndarray) -> np.ndarray:
+        mono = to_float_mono(pcm)
+        self.input_samples += len(mono)
+        if self._resampler is None:
+            return mono
+        return self._resampler.resample_chunk(mono, last=False)
+
+    def flush(self) -> np.ndarray:
+        """The resampler's delayed tail at the end of a stream (empty without resampling)."""
+        if self._resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
