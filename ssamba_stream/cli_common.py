@@ -1,0 +1,67 @@
+"""Options and helpers shared by the streaming commands (file, stdin, mic, evaluate): one definition
+of each option's name and help, one engine factory, one result printer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import UserError
+
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", help="exported .onnx/.plan (default: the bundled 12-keyword model)")
+]
+TaskOption = Annotated[
+    str, typer.Option("--task", help="kws (keyword events) or classify (top labels per window)")
+]
+BackendOption = Annotated[str, typer.Option(help="onnxruntime, onnxruntime-cuda, tensorrt or torch")]
+ThresholdOption = Annotated[
+    float | None, typer.Option(help="detection threshold for every keyword (default: the model's)")
+]
+ThresholdsOption = Annotated[str, typer.Option(help="per-keyword thresholds, e.g. yes=0.7,stop=0.6")]
+JsonOption = Annotated[bool, typer.Option("--json", help="one JSON object per result line, for piping")]
+TopKOption = Annotated[int, typer.Option("--top-k", help="classify: labels per window")]
+EveryOption = Annotated[float, typer.Option("--every", help="classify: seconds between rankings")]
+ThreadsOption = Annotated[int, typer.Option(help="CPU threads for the model")]
+
+
+def make_engine(task: str, model: Path | None, backend: str, threads: int, threshold: float | None,
+                thresholds: str, top_k: int, every: float):  # fmt: skip
+    """The spotter or classifier the mic, file and stdin commands share."""
+    from .kws import parse_thresholds
+    from .spotter import TASKS, KeywordSpotter, StreamClassifier
+
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}: use --task kws or --task classify")
+    if task == "classify":
+        return StreamClassifier(model, backend=backend, threads=threads, top_k=top_k, every_seconds=every)
+    return KeywordSpotter(model, backend=backend, threads=threads, threshold=threshold,
+                          thresholds=parse_thresholds(thresholds))  # fmt: skip
+
+
+def print_results(results: Iterable, as_json: bool, source: str | None = None) -> int:
+    """Print events (kws) or rankings (classify) as they come; returns how many were printed."""
+    count = 0
+    for result in results:
+        if as_json:
+            document = result.to_json() if source is None else {"file": source, **result.to_json()}
+            line = json.dumps(document)
+        elif hasattr(result, "label"):
+            line = f"{result.time:8.2f}s  {result.label:<10} {result.score:.3f}"
+        else:
+            line = f"{result.time:8.2f}s  " + "  ".join(f"{label} {score:.3f}" for label, score in result.top)
+        typer.echo(line)
+        count += 1
+    sys.stdout.flush()
+    return count
+
+
+def summary_line(source: str, engine, results: int) -> str:
+    kind = "events" if engine.task == "kws" else "rankings"
+    return (f"{source}: {engine.seconds:.2f} s of audio, {results} {kind}, "
+            f"real-time factor {engine.real_time_factor:.3f}")  # fmt: skip

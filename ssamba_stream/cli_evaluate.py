@@ -1,0 +1,46 @@
+"""`ssamba-stream evaluate`: FRR at FA/h of a keyword model on a long labelled stream (torch-free)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .cli_common import BackendOption, ModelOption
+from .evaluation import DEFAULT_TOLERANCE, evaluate_stream, plot_det, require_matplotlib, write_sweep_csv
+
+
+def evaluate(
+    stream: Annotated[
+        Path, typer.Option("--stream", help="stream WAV (training/stream_builder.py writes one)")
+    ],
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="ground truth start,end,label CSV (default: STREAM.csv)")
+    ] = None,
+    model: ModelOption = None,
+    backend: BackendOption = "onnxruntime",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="folder for the DET plot and sweep CSV (default: next to the stream)"),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="seconds after a word's end in which its event still counts")
+    ] = DEFAULT_TOLERANCE,
+    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Run the model once over a labelled stream and report FRR and false accepts per hour over a threshold sweep."""
+    require_matplotlib()
+    result = evaluate_stream(
+        stream, labels or stream.with_suffix(".csv"), model, backend=backend, tolerance=tolerance
+    )
+    folder = out or stream.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    det, table = folder / f"{stream.stem}_det.png", folder / f"{stream.stem}_sweep.csv"
+    plot_det(result, det)
+    write_sweep_csv(result, table)
+    if json_output:
+        typer.echo(json.dumps({**result.to_json(), "det_plot": str(det), "sweep_csv": str(table)}, indent=2))
+    else:
+        typer.echo(f"{result.summary()}\nwrote {det} and {table}")

@@ -1,0 +1,378 @@
+"""Continuous-stream evaluation of a keyword spotter: false rejects at a false-accept rate per hour.
+
+Users of wake-word systems judge them by two numbers on long, real audio: the share of spoken
+keywords that never fired (false-reject rate, FRR) and how often it fires on nothing (false
+accepts per hour, FA/h). Both depend on the threshold, so the model runs once over the stream
+and the detector is replayed on its posteriors for a sweep of thresholds; the DET curve (FRR
+against FA/h) shows the trade-off, and "FRR at <= 1 FA/h" condenses it into one number.
+
+Ground truth is a CSV with header ``start,end,label`` (seconds; ``training/stream_builder.py``
+writes one). An event matches a keyword occurrence of its own label when its time lies in
+``[start, end + tolerance]`` (events fire after the word, at the end of their block); each
+occurrence matches at most once. Every other event is a false accept. Labels the detector
+ignores (``_unknown_``, ``_silence_``) are words to stay silent on, not keywords.
+
+Torch-free; matplotlib is needed only for the DET plot.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import dataclasses
+import itertools
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio import iter_audio_blocks
+from .errors import UserError
+from .kws import DetectorConfig, Event, detect
+from .pcm import PcmAdapter
+from .spotter import KeywordSpotter
+
+DEFAULT_TOLERANCE = 1.0  # seconds after a word's end in which its event still counts
+DEFAULT_THRESHOLDS = tuple(round(0.05 + 0.01 * i, 2) for i in range(95))  # 0.05 .. 0.99
+TARGET_FRR = 0.05  # the goal the DET plot marks: 5% FRR at 1 FA/h
+TARGET_FA_PER_HOUR = 1.0
+HEADER = ["start", "end", "label"]
+MATPLOTLIB_MISSING = "install matplotlib: pip install 'ssamba-stream[eval]'"
+END_SLACK_SECONDS = 0.05  # labels may end this far past the audio (rounding in the CSV)
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One labelled word in the stream: its audible span in seconds."""
+
+    start: float
+    end: float
+    label: str
+
+
+def read_ground_truth(path: str | os.PathLike) -> list[Occurrence]:
+    """The occurrences of a ``start,end,label`` CSV; a malformed file is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"labels file {path} not found: pass --labels S.csv (written by training/stream_builder.py)"
+        )
+    with open(path, newline="", encoding="utf-8") as file:
+        rows = list(csv.reader(file))
+    if not rows or [cell.strip() for cell in rows[0]] != HEADER:
+        raise UserError(f"labels file {path} must start with the header row start,end,label")
+    return [_occurrence(path, number, row) for number, row in enumerate(rows[1:], start=2) if row]
+
+
+def _occurrence(path: Path, line: int, row: list[str]) -> Occurrence:
+    where = f"labels file {path} line {line}"
+    if len(row) != 3 or not row[2].strip():
+        raise UserError(f"{where}: expected start,end,label, got {','.join(row)!r}")
+    try:
+        start, end = float(row[0]), float(row[1])
+    except ValueError:
+        raise UserError(
+            f"{where}: start and end must be numbers of seconds, got {row[0]!r}, {row[1]!r}"
+        ) from None
+    if not (math.isfinite(start) and math.isfinite(end) and 0 <= start <= end):
+        raise UserError(f"{where}: need 0 <= start <= end, got start {start}, end {end}")
+    return Occurrence(start, end, row[2].strip())
+
+
+class _Windows:
+    """Occurrences sorted by start, to find those whose window [start, end + tolerance] holds a time."""
+
+    def __init__(self, occurrences: Sequence[Occurrence], tolerance: float) -> None:
+        self.items = sorted(occurrences, key=lambda o: (o.start, o.end))
+        self.starts = [o.start for o in self.items]
+        self.tolerance = tolerance
+        self.longest = max((o.end - o.start for o in self.items), default=0.0) + tolerance
+
+    def containing(self, time: float) -> list[int]:
+        found = []
+        index = bisect.bisect_right(self.starts, time) - 1
+        while index >= 0 and self.starts[index] >= time - self.longest:
+            if self.items[index].end + self.tolerance >= time:
+                found.append(index)
+            index -= 1
+        return found
+
+    def end(self, index: int) -> float:
+        return self.items[index].end
+
+
+@dataclass(frozen=True)
+class Matching:
+    """Events against keyword occurrences: ``wrong_label`` counts the false accepts that fired
+    inside the window of a keyword of another label."""
+
+    hits: int
+    false_accepts: int
+    wrong_label: int
+
+
+def match_events(events: Sequence[Event], keywords: Sequence[Occurrence], tolerance: float) -> Matching:
+    """Match events in time order, each to the free same-label occurrence whose window holds it and
+    that ends first (optimal for points against intervals); unmatched events are false accepts."""
+    windows = {
+        label: _Windows([o for o in keywords if o.label == label], tolerance)
+        for label in {o.label for o in keywords}
+    }
+    every = _Windows(keywords, tolerance)
+    used: set[tuple[str, int]] = set()
+    hits = false_accepts = wrong_label = 0
+    for event in sorted(events, key=lambda e: e.time):
+        own = windows.get(event.label)
+        free = [i for i in own.containing(event.time) if (event.label, i) not in used] if own else []
+        if free:
+            used.add((event.label, min(free, key=own.end)))
+            hits += 1
+            continue
+        false_accepts += 1
+        wrong_label += any(every.items[i].label != event.label for i in every.containing(event.time))
+    return Matching(hits, false_accepts, wrong_label)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The detector's errors at one threshold over a stream of ``hours``."""
+
+    threshold: float
+    keywords: int
+    hits: int
+    false_accepts: int
+    wrong_label: int
+    hours: float
+
+    @property
+    def misses(self) -> int:
+        return self.keywords - self.hits
+
+    @property
+    def frr(self) -> float:
+        return self.misses / self.keywords
+
+    @property
+    def fa_per_hour(self) -> float:
+        return self.false_accepts / self.hours
+
+    def to_json(self) -> dict[str, float | int]:
+        return {
+            "threshold": self.threshold,
+            "keywords": self.keywords,
+            "hits": self.hits,
+            "misses": self.misses,
+            "frr": round(self.frr, 6),
+            "false_accepts": self.false_accepts,
+            "wrong_label": self.wrong_label,
+            "fa_per_hour": round(self.fa_per_hour, 4),
+        }
+
+
+def operating_point(
+    threshold: float, events: Sequence[Event], keywords: Sequence[Occurrence], hours: float, tolerance: float
+) -> OperatingPoint:
+    """Score one threshold's events against the keyword occurrences."""
+    matching = match_events(events, keywords, tolerance)
+    return OperatingPoint(
+        threshold, len(keywords), matching.hits, matching.false_accepts, matching.wrong_label, hours
+    )
+
+
+@dataclass(frozen=True)
+class StreamPosteriors:
+    """The model's posteriors over a whole stream, to replay the detector on at any threshold."""
+
+    values: np.ndarray  # (blocks, classes)
+    labels: tuple[str, ...]
+    block_seconds: float
+    seconds: float  # audio length of the stream
+
+    def events(self, config: DetectorConfig) -> list[Event]:
+        return detect(self.values, self.labels, self.block_seconds, config)
+
+
+def stream_posteriors(spotter: KeywordSpotter, path: str | os.PathLike) -> StreamPosteriors:
+    """Run the model once over a recording, streamed from the file in blocks (constant memory)."""
+    spotter.reset()
+    blocks = iter_audio_blocks(path, seconds=10.0)
+    first, rate = next(blocks)  # there is one: iter_audio_blocks rejects files without samples
+    adapter = PcmAdapter(rate, spotter.session.sample_rate)
+    parts = [
+        spotter.session.process(adapter.convert(block))
+        for block, _ in itertools.chain([(first, rate)], blocks)
+    ]
+    parts.append(spotter.session.process(adapter.flush()))
+    return StreamPosteriors(np.concatenate(parts), spotter.labels, spotter.block_seconds, adapter.seconds)
+
+
+def sweep(
+    posteriors: StreamPosteriors,
+    config: DetectorConfig,
+    keywords: Sequence[Occurrence],
+    tolerance: float = DEFAULT_TOLERANCE,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+) -> list[OperatingPoint]:
+    """One operating point per global threshold (per-label thresholds dropped), other settings kept."""
+    hours = posteriors.seconds / 3600
+    points = []
+    for threshold in thresholds:
+        events = posteriors.events(dataclasses.replace(config, threshold=threshold, thresholds={}).checked())
+        points.append(operating_point(threshold, events, keywords, hours, tolerance))
+    return points
+
+
+@dataclass(frozen=True)
+class StreamEvaluation:
+    """FRR and FA/h of a model on one labelled stream: at its default detector settings and per threshold."""
+
+    stream: str
+    model: str
+    seconds: float
+    other_words: int  # occurrences of ignored labels (unknown words): chances to fire falsely
+    tolerance: float
+    default: OperatingPoint
+    sweep: tuple[OperatingPoint, ...]
+
+    @property
+    def keywords(self) -> int:
+        return self.default.keywords
+
+    @property
+    def best_at_target(self) -> OperatingPoint | None:
+        """The lowest-FRR sweep point with at most 1 FA/h (ties: fewer false accepts), or None."""
+        allowed = [p for p in self.sweep if p.fa_per_hour <= TARGET_FA_PER_HOUR]
+        return min(allowed, key=lambda p: (p.frr, p.fa_per_hour, p.threshold), default=None)
+
+    def summary(self) -> str:
+        d, best = self.default, self.best_at_target
+        lines = [
+            f"stream {Path(self.stream).name}: {self.seconds / 60:.1f} min, {self.keywords} keywords, "
+            f"{self.other_words} other words; model {Path(self.model).name}",
+            f"default threshold {d.threshold:.2f}: FRR {d.frr:.1%} ({d.misses} of {d.keywords} missed), "
+            f"{d.fa_per_hour:.2f} FA/h ({d.false_accepts} false accepts, {d.wrong_label} of them wrong keywords)",
+        ]
+        if best is None:
+            lines.append(
+                f"FRR at <= 1 FA/h: not reached (the fewest is {min(p.fa_per_hour for p in self.sweep):.2f} FA/h)"
+            )
+        else:
+            lines.append(
+                f"FRR at <= 1 FA/h: {best.frr:.1%} (threshold {best.threshold:.2f}, {best.fa_per_hour:.2f} FA/h)"
+            )
+        met = best is not None and best.frr <= TARGET_FRR
+        lines.append(
+            f"target FRR <= {TARGET_FRR:.0%} at <= {TARGET_FA_PER_HOUR:g} FA/h: {'met' if met else 'not met'}"
+        )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, object]:
+        best = self.best_at_target
+        return {
+            "stream": self.stream,
+            "model": self.model,
+            "minutes": round(self.seconds / 60, 3),
+            "keywords": self.keywords,
+            "other_words": self.other_words,
+            "tolerance_seconds": self.tolerance,
+            "default": self.default.to_json(),
+            "frr_at_1_fa_per_hour": None if best is None else best.to_json(),
+            "sweep": [p.to_json() for p in self.sweep],
+        }
+
+
+def _keywords(
+    occurrences: Sequence[Occurrence], labels: Sequence[str], config: DetectorConfig
+) -> list[Occurrence]:
+    """The occurrences the model should fire on; a label the model does not know is an error."""
+    unknown = sorted({o.label for o in occurrences} - set(labels) - set(config.ignore))
+    if unknown:
+        raise UserError(
+            f"the labels file names {', '.join(unknown)}, not labels of this model ({', '.join(labels)}): "
+            "evaluate with the model the stream was built for"
+        )
+    keywords = [o for o in occurrences if o.label not in config.ignore]
+    if not keywords:
+        raise UserError("the labels file lists no keyword occurrences: FRR needs at least one")
+    return keywords
+
+
+def evaluate_stream(
+    stream: str | os.PathLike,
+    labels: str | os.PathLike,
+    model: str | os.PathLike | None = None,
+    *,
+    backend: str = "onnxruntime",
+    tolerance: float = DEFAULT_TOLERANCE,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+) -> StreamEvaluation:
+    """Evaluate ``model`` (default: the bundled one) on a labelled stream: one model pass, then the sweep."""
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise UserError(f"tolerance must be >= 0 seconds, got {tolerance}")
+    occurrences = read_ground_truth(labels)
+    spotter = KeywordSpotter(model, backend=backend)
+    config = spotter.detector.config
+    keywords = _keywords(occurrences, spotter.labels, config)
+    posteriors = stream_posteriors(spotter, stream)
+    last_end = max(o.end for o in occurrences)
+    if last_end > posteriors.seconds + END_SLACK_SECONDS:
+        raise UserError(
+            f"the labels go to {last_end:.2f} s but {stream} lasts {posteriors.seconds:.2f} s: "
+            "pass the labels CSV written with this stream"
+        )
+    hours = posteriors.seconds / 3600
+    default = operating_point(config.threshold, posteriors.events(config), keywords, hours, tolerance)
+    return StreamEvaluation(
+        stream=str(stream),
+        model=str(spotter.model_path),
+        seconds=posteriors.seconds,
+        other_words=len(occurrences) - len(keywords),
+        tolerance=tolerance,
+        default=default,
+        sweep=tuple(sweep(posteriors, config, keywords, tolerance, thresholds)),
+    )
+
+
+def write_sweep_csv(result: StreamEvaluation, path: str | os.PathLike) -> None:
+    """The sweep, one row per threshold, for spreadsheets and RESULTS.md tables."""
+    rows = [p.to_json() for p in result.sweep]
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def require_matplotlib() -> None:
+    """Fail early, before an hour of audio is processed, when the DET plot cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UserError(MATPLOTLIB_MISSING) from None
+
+
+def plot_det(result: StreamEvaluation, path: str | os.PathLike) -> None:
+    """DET curve: FRR % against FA/h, one point per threshold, with the target and the default marked."""
+    require_matplotlib()
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    figure = Figure(figsize=(7, 5), layout="constrained")
+    axes = figure.subplots()
+    fa, frr = [p.fa_per_hour for p in result.sweep], [100 * p.frr for p in result.sweep]
+    axes.plot(fa, frr, "o-", ms=3, label="thresholds")
+    d = result.default
+    axes.plot(d.fa_per_hour, 100 * d.frr, "s", color="tab:orange", label=f"default ({d.threshold:.2f})")
+    axes.plot(TARGET_FA_PER_HOUR, 100 * TARGET_FRR, "*", ms=14, color="tab:green", label="target")
+    axes.axvline(TARGET_FA_PER_HOUR, color="tab:green", ls=":", lw=1)
+    axes.axhline(100 * TARGET_FRR, color="tab:green", ls=":", lw=1)
+    axes.set_xscale("symlog", linthresh=1.0)  # linear up to 1 FA/h (0 included), logarithmic above
+    axes.set_xlim(0, 2 * max(10.0, *fa))
+    axes.set_ylim(0, 100)
+    axes.set_xlabel("false accepts per hour")
+    axes.set_ylabel("false-reject rate (%)")
+    axes.set_title(f"{Path(result.stream).name}: {result.seconds / 60:.0f} min, {result.keywords} keywords")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="best")
+    figure.savefig(path, dpi=120)

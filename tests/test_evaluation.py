@@ -1,0 +1,339 @@
+"""Continuous-stream evaluation: event matching, the threshold sweep, the stream builder, the CLI.
+
+The builder runs on a tiny espeak-ng data set (2 keywords, 2 unknown words, 4 speakers); the CLI
+runs end to end on a short stream with a small model exported here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ssamba_stream.errors import UserError
+from ssamba_stream.evaluation import (
+    DEFAULT_THRESHOLDS,
+    Occurrence,
+    StreamPosteriors,
+    match_events,
+    operating_point,
+    read_ground_truth,
+    sweep,
+)
+from ssamba_stream.kws import DetectorConfig, Event
+from ssamba_training import stream_builder, synth
+from ssamba_training.stream_builder import SAMPLE_RATE, StreamConfig, build_stream, word_span
+
+from audio_fixtures import ESPEAK, SKIP_REASON
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).parent / "ssamba-stream"
+LABELS = ["yes", "no", "_silence_", "_unknown_"]
+YES = Occurrence(1.0, 1.5, "yes")
+needs_espeak = pytest.mark.skipif(ESPEAK is None, reason=SKIP_REASON)
+
+
+# ------------------------------------------------------------------------------------------ matching
+
+
+def events(*pairs: tuple[float, str]) -> list[Event]:
+    return [Event(time, label, 0.9) for time, label in pairs]
+
+
+@pytest.mark.parametrize(
+    ("fired", "hits", "false_accepts", "wrong_label"),
+    [
+        (events((1.6, "yes")), 1, 0, 0),  # after the word, inside the tolerance
+        (events((2.5, "yes")), 1, 0, 0),  # exactly at end + tolerance
+        (events((2.6, "yes")), 0, 1, 0),  # too late: a miss and a false accept
+        (events((0.9, "yes")), 0, 1, 0),  # before the word began
+        (events((1.6, "no")), 0, 1, 1),  # wrong keyword
+        (events((1.6, "yes"), (2.2, "yes")), 1, 1, 0),  # one word, two events
+        ([], 0, 0, 0),
+    ],
+)
+def test_matching(fired: list[Event], hits: int, false_accepts: int, wrong_label: int) -> None:
+    matching = match_events(fired, [YES], tolerance=1.0)
+    assert (matching.hits, matching.false_accepts, matching.wrong_label) == (hits, false_accepts, wrong_label)
+
+
+def test_matching_gives_an_event_to_the_word_that_ends_first() -> None:
+    # The event at 1.2 s lies in both windows; taking the second word would leave 2.0 s unmatched.
+    words = [Occurrence(0.0, 0.5, "yes"), Occurrence(1.0, 1.4, "yes")]
+    matching = match_events(events((1.2, "yes"), (2.0, "yes")), words, tolerance=1.0)
+    assert (matching.hits, matching.false_accepts) == (2, 0)
+
+
+def test_operating_point_rates_scale_with_duration() -> None:
+    words = [YES, Occurrence(5.0, 5.4, "no"), Occurrence(9.0, 9.5, "yes")]
+    fired = events((1.7, "yes"), (3.0, "yes"), (5.5, "yes"), (7.0, "no"))
+    half = operating_point(0.5, fired, words, hours=0.5, tolerance=1.0)
+    assert (half.hits, half.misses, half.false_accepts, half.wrong_label) == (1, 2, 3, 1)
+    assert half.frr == pytest.approx(2 / 3) and half.fa_per_hour == pytest.approx(6.0)
+    assert operating_point(0.5, fired, words, hours=2.0, tolerance=1.0).fa_per_hour == pytest.approx(1.5)
+
+
+# --------------------------------------------------------------------------------------------- sweep
+
+
+def _posteriors(seconds: float = 600.0, seed: int = 0) -> tuple[StreamPosteriors, list[Occurrence]]:
+    """Random posteriors with a keyword peak (of random height) at each labelled word."""
+    rng = np.random.default_rng(seed)
+    block = 0.16
+    values = rng.dirichlet(np.ones(len(LABELS)), size=int(seconds / block))
+    words = []
+    for start in np.arange(2.0, seconds - 3.0, 3.0):
+        label = LABELS[int(rng.integers(2))]
+        words.append(Occurrence(float(start), float(start) + 0.5, label))
+        peak = int((start + 0.6) / block)
+        values[peak : peak + 3] = 0.0
+        values[peak : peak + 3, LABELS.index(label)] = rng.uniform(0.2, 1.0)
+        values[peak : peak + 3, -1] = 1.0 - values[peak : peak + 3, LABELS.index(label)]
+    return StreamPosteriors(values, tuple(LABELS), block, seconds), words
+
+
+def test_sweep_is_monotone_without_refractory_period() -> None:
+    # Without a refractory period the events at a higher threshold are a subset of those at a lower one.
+    posteriors, words = _posteriors()
+    points = sweep(posteriors, DetectorConfig(refractory_seconds=0.0), words)
+    assert [p.threshold for p in points] == list(DEFAULT_THRESHOLDS)
+    frr = [p.frr for p in points]
+    false_accepts = [p.false_accepts for p in points]
+    assert frr == sorted(frr) and false_accepts == sorted(false_accepts, reverse=True)
+    assert frr[0] < 0.1 < 0.9 < frr[-1] and false_accepts[0] > 10 * max(false_accepts[-1], 1)
+
+
+def test_sweep_replaces_per_label_thresholds_and_keeps_counts_consistent() -> None:
+    posteriors, words = _posteriors(seconds=300.0, seed=1)
+    strict = DetectorConfig(thresholds={"yes": 1.0, "no": 1.0})
+    assert posteriors.events(strict) == []
+    points = sweep(posteriors, strict, words, thresholds=[0.3, 0.6])
+    assert points[0].hits > 0 and all(p.hits + p.misses == len(words) == p.keywords for p in points)
+    assert all(p.hours == pytest.approx(300 / 3600) for p in points)
+
+
+# -------------------------------------------------------------------------------------- ground truth
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("begin,end,label\n1,2,yes\n", "header row start,end,label"),
+        ("", "header row start,end,label"),
+        ("start,end,label\n1,x,yes\n", "line 2: start and end must be numbers"),
+        ("start,end,label\n1,2,yes\n3,2.5,no\n", "line 3: need 0 <= start <= end"),
+        ("start,end,label\n1,2\n", "line 2: expected start,end,label"),
+        ("start,end,label\n1,nan,yes\n", "line 2: need 0 <= start <= end"),
+    ],
+)
+def test_bad_ground_truth_is_one_line_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message) as error:
+        read_ground_truth(path)
+    assert "\n" not in str(error.value)
+
+
+def test_ground_truth_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text("start,end,label\n1.0,1.5,yes\n\n3.25,3.5,_unknown_\n")
+    assert read_ground_truth(path) == [YES, Occurrence(3.25, 3.5, "_unknown_")]
+    with pytest.raises(UserError, match="not found"):
+        read_ground_truth(tmp_path / "missing.csv")
+
+
+# ------------------------------------------------------------------------------------------- builder
+
+
+def test_word_span_finds_the_audible_part() -> None:
+    rng = np.random.default_rng(0)
+    clip = (rng.standard_normal(SAMPLE_RATE) * 1e-3).astype(np.float32)
+    clip[4000:8000] += 0.3 * np.sin(np.arange(4000) * 0.2).astype(np.float32)
+    start, end = word_span(clip)
+    assert abs(start - 4000) <= 160 and abs(end - 8000) <= 160
+    assert word_span(np.zeros(SAMPLE_RATE, np.float32)) is None
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if ESPEAK is None:
+        pytest.skip(SKIP_REASON)
+    out = tmp_path_factory.mktemp("synth") / "sc"
+    args = [
+        "--out", str(out), "--keywords", "yes,no", "--unknown-words", "yet,cup", "--voices", "en-us",
+        "--variants", "m3,f2,klatt2", "--per-voice", "2", "--val-voices", "1", "--test-voices", "2",
+        "--noise-clips", "2", "--noise-seconds", "2", "--jobs", "1", "--seed", "3",
+    ]  # fmt: skip
+    assert synth.main(args) == 0
+    return out
+
+
+def _config(dataset: Path, out: Path, **changes: object) -> StreamConfig:
+    settings = {"minutes": 0.5, "keywords": ("yes", "no"), "keyword_share": 0.6, "seed": 1, **changes}
+    return StreamConfig(dataset, out, **settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def stream(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> stream_builder.BuiltStream:
+    return build_stream(_config(dataset, tmp_path_factory.mktemp("stream") / "s.wav"))
+
+
+@needs_espeak
+def test_stream_layout_and_labels(stream: stream_builder.BuiltStream) -> None:
+    info = sf.info(stream.wav)
+    assert (info.samplerate, info.channels, info.subtype) == (SAMPLE_RATE, 1, "PCM_16")
+    assert info.frames == stream.samples == 30 * SAMPLE_RATE
+    with open(stream.csv, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["start", "end", "label"]
+    assert [r["label"] for r in rows] == [p.label for p in stream.placements]
+    assert {r["label"] for r in rows} == {"yes", "no", "_unknown_"} and stream.keyword_count >= 3
+    spans = [(float(r["start"]), float(r["end"])) for r in rows]
+    assert all(0 <= s < e <= 30.0 for s, e in spans)
+    assert all(e0 < s1 for (_, e0), (s1, _) in zip(spans, spans[1:], strict=False))
+
+
+@needs_espeak
+def test_stream_uses_only_held_out_voices(dataset: Path, stream: stream_builder.BuiltStream) -> None:
+    testing = set((dataset / "testing_list.txt").read_text().split())
+    used = {Path(p.path).relative_to(dataset).as_posix() for p in stream.placements}
+    assert used <= testing and len(used) > 3
+
+
+@needs_espeak
+def test_spans_are_the_words_found_by_energy(dataset: Path, stream: stream_builder.BuiltStream) -> None:
+    with open(dataset / synth.CLIPS_CSV, newline="") as file:
+        truth = {row["file"]: (int(row["start"]), int(row["end"])) for row in csv.DictReader(file)}
+    audio, _ = sf.read(stream.wav, dtype="float64")
+    outside = np.ones(audio.size, bool)
+    for p in stream.placements:
+        start, end = truth[Path(p.path).relative_to(dataset).as_posix()]
+        # synth.py knows where it put each word: the energy span agrees within 30 ms
+        assert abs(p.start - p.offset - start) <= 480 and abs(p.end - p.offset - end) <= 480
+        outside[p.offset : p.offset + SAMPLE_RATE] = False
+    noise_power = np.mean(audio[outside] ** 2)
+    word_power = np.median([np.mean(audio[p.start : p.end] ** 2) for p in stream.placements])
+    assert 10 * np.log10(word_power / noise_power) == pytest.approx(10.0, abs=1.5)  # the default SNR
+
+
+@needs_espeak
+def test_stream_is_deterministic_for_a_seed(
+    dataset: Path, stream: stream_builder.BuiltStream, tmp_path: Path
+) -> None:
+    again = build_stream(_config(dataset, tmp_path / "again.wav"))
+    assert again.wav.read_bytes() == stream.wav.read_bytes()
+    assert again.csv.read_text() == stream.csv.read_text()
+    other = build_stream(_config(dataset, tmp_path / "other.wav", seed=2, snr_db=float("inf")))
+    assert other.csv.read_text() != stream.csv.read_text()
+    audio, _ = sf.read(other.wav, dtype="float32")
+    assert not audio[: other.placements[0].offset].any()  # no noise: gaps are silent
+
+
+@needs_espeak
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "{tmp}/missing"], "does not exist"),
+        (["--data", "{data}", "--keywords", "yes,marvin"], "marvin have no files in the testing split"),
+        (["--data", "{tmp}"], "testing_list.txt is missing"),
+        (["--data", "{data}", "--keyword-share", "1.5"], "--keyword-share must be between 0 and 1"),
+    ],
+)
+def test_builder_bad_arguments(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    (tmp_path / "validation_list.txt").write_text("")
+    args = [a.format(tmp=tmp_path, data=dataset) for a in args]
+    assert stream_builder.main([*args, "--out", str(tmp_path / "s.wav")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "s.wav").exists()
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    from ssamba_export.onnx_export import export_onnx
+    from ssamba_stream.model.checkpoint import save_model
+    from ssamba_stream.model.ssamba import build_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    checkpoint = save_model(build_model("ssamba-kws", depth=2, num_classes=4, labels=LABELS), folder / "ckpt")
+    export_onnx(checkpoint, folder / "kws.onnx")
+    return folder / "kws.onnx"
+
+
+def run_cli(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@needs_espeak
+def test_cli_end_to_end(stream: stream_builder.BuiltStream, model: Path, tmp_path: Path) -> None:
+    result = run_cli("evaluate", "--stream", stream.wav, "--model", model, "--out", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    assert "default threshold 0.50: FRR" in result.stdout and "FA/h" in result.stdout
+    assert "FRR at <= 1 FA/h" in result.stdout
+    png = tmp_path / "report" / "s_det.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(tmp_path / "report" / "s_sweep.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [float(r["threshold"]) for r in rows] == list(DEFAULT_THRESHOLDS)
+
+    as_json = run_cli("evaluate", "--stream", stream.wav, "--labels", stream.csv, "--model", model, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["keywords"] == stream.keyword_count and report["other_words"] == stream.count("_unknown_")
+    assert report["minutes"] == pytest.approx(0.5) and len(report["sweep"]) == len(DEFAULT_THRESHOLDS)
+    assert Path(report["det_plot"]) == stream.wav.parent / "s_det.png"
+
+
+@needs_espeak
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ("start,end,label\n1.0,oops,yes\n", "start and end must be numbers"),
+        ("start,end,label\n1.0,1.5,marvin\n", "names marvin, not labels of this model"),
+        ("start,end,label\n1.0,99.0,yes\n", "labels go to 99.00 s"),
+        ("start,end,label\n1.0,1.5,_unknown_\n", "no keyword occurrences"),
+    ],
+)
+def test_cli_bad_labels_exit_2_in_one_line(
+    stream: stream_builder.BuiltStream, model: Path, tmp_path: Path, labels: str, message: str
+) -> None:
+    (tmp_path / "bad.csv").write_text(labels)
+    result = run_cli("evaluate", "--stream", stream.wav, "--labels", tmp_path / "bad.csv", "--model", model)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+# Run the CLI in a child interpreter where torch and matplotlib cannot be imported.
+BLOCK = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "matplotlib"):
+            raise ImportError(name + " is blocked in this test")
+sys.meta_path.insert(0, _Block())
+from ssamba_stream.cli import main
+sys.argv = ["ssamba-stream", *sys.argv[1:]]
+main()
+"""
+
+
+def test_cli_without_matplotlib_names_the_extra(tmp_path: Path) -> None:
+    args = ["evaluate", "--stream", str(tmp_path / "s.wav")]
+    result = subprocess.run([sys.executable, "-c", BLOCK, *args], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["ssamba-stream: error: install matplotlib: pip install 'ssamba-stream[eval]'"]
