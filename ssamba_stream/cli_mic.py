@@ -9,42 +9,30 @@ from typing import Annotated
 
 import typer
 
-from .cli_common import (
-    BackendOption,
-    EveryOption,
-    JsonOption,
-    ModelOption,
-    TaskOption,
-    ThreadsOption,
-    ThresholdOption,
-    ThresholdsOption,
-    TopKOption,
-    make_engine,
-    print_results,
-    summary_line,
-)
+from . import cli_common as common
+from .cli_common import make_engine, print_results, summary_line
 from .errors import UserError
 from .microphone import NO_DEVICE, Microphone, listen
 from .microphone import devices as input_devices
 
 
 def mic(
-    task: TaskOption = "kws",
-    model: ModelOption = None,
+    task: common.TaskOption = "kws",
+    model: common.ModelOption = None,
     device: Annotated[
         str | None,
         typer.Option(help="input device index or (part of its) name; `ssamba-stream devices` lists them"),
     ] = None,
-    backend: BackendOption = "onnxruntime",
-    threshold: ThresholdOption = None,
-    thresholds: ThresholdsOption = "",
-    as_json: JsonOption = False,
+    backend: common.BackendOption = "onnxruntime",
+    threshold: common.ThresholdOption = None,
+    thresholds: common.ThresholdsOption = "",
+    as_json: common.JsonOption = False,
     seconds: Annotated[
         float | None, typer.Option(help="stop after this much audio (default: run until Ctrl-C)")
     ] = None,
-    top_k: TopKOption = 3,
-    every: EveryOption = 1.0,
-    threads: ThreadsOption = 1,
+    top_k: common.TopKOption = 3,
+    every: common.EveryOption = 1.0,
+    threads: common.ThreadsOption = 1,
 ) -> None:
     """Spot keywords live from a microphone until Ctrl-C (or --seconds); a summary goes to stderr."""
     if seconds is not None and seconds <= 0:

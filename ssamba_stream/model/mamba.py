@@ -179,9 +179,7 @@ class Mamba(nn.Module):
 
         # Window k holds tokens k*B .. k*B + W - 1: a reshape when windows do not overlap, else a
         # gather (not unfold, which does not export to ONNX).
-        positions = torch.arange(n_blocks, device=x.device)[:, None] * block + torch.arange(
-            window, device=x.device
-        )
+        positions = torch.arange(n_blocks, device=x.device)[:, None] * block + torch.arange(window, device=x.device)
 
         def to_windows(t: Tensor) -> Tensor:
             w = t.view(-1, d_inner, n_blocks, block) if not ahead else t[..., positions]
@@ -218,9 +216,7 @@ class Mamba(nn.Module):
                 y_bwd = self._backward_blocks(x, z)
         return self._combine(y_fwd, y_bwd)
 
-    def init_state(
-        self, batch: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
-    ) -> MixerState:
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> MixerState:
         """Zero state, as at the start of a stream."""
         return MixerState(
             torch.zeros(batch, self.d_inner, self.d_conv - 1, device=device, dtype=dtype),
@@ -260,9 +256,7 @@ class Mamba(nn.Module):
         y_bwd = self._backward_blocks(x, z) if self.bidirectional else None
         return self._combine(y_fwd, y_bwd), new_state
 
-    def _one_block_both_directions(
-        self, x: Tensor, z: Tensor, state: MixerState
-    ) -> tuple[Tensor, Tensor, MixerState]:
+    def _one_block_both_directions(self, x: Tensor, z: Tensor, state: MixerState) -> tuple[Tensor, Tensor, MixerState]:
         """Both directions over exactly one block: forward from the carried state, backward from zero.
 
         The directions are stacked along the channels (2 * d_inner, the backward half time-flipped)

@@ -70,29 +70,20 @@ class ModelConfig:
             if not ok:
                 raise ValueError(message)
         if self.fshape * self.tshape != SSL_TARGET_DIM and self.ssl_heads:
-            raise ValueError(
-                f"SSL heads predict {SSL_TARGET_DIM}-value tokens: use 16x16 patches or 128x2 frames"
-            )
+            raise ValueError(f"SSL heads predict {SSL_TARGET_DIM}-value tokens: use 16x16 patches or 128x2 frames")
 
     def _checks(self) -> list[tuple[bool, str]]:
         """(condition, error message) pairs; subclasses add their encoder's."""
         return [
-            (
-                self.arch == self.ARCH,
-                f"{type(self).__name__} has arch {self.ARCH!r}, got {self.arch!r}: build it with config_from_dict",
-            ),
+            (self.arch == self.ARCH,
+             f"{type(self).__name__} has arch {self.ARCH!r}, got {self.arch!r}: build it with config_from_dict"),
             (self.tokens in TOKEN_KINDS, f"tokens must be one of {TOKEN_KINDS}, got {self.tokens!r}"),
             (self.head in HEAD_KINDS, f"head must be one of {HEAD_KINDS}, got {self.head!r}"),
             (self.embed_dim > 0 and self.depth > 0, "embed_dim and depth must be positive"),
-            (
-                self.fshape <= self.num_mel_bins,
-                f"fshape {self.fshape} exceeds num_mel_bins {self.num_mel_bins}",
-            ),
+            (self.fshape <= self.num_mel_bins, f"fshape {self.fshape} exceeds num_mel_bins {self.num_mel_bins}"),
             (self.head != "cls" or self.cls_token, "head='cls' needs cls_token=True"),
-            (
-                not self.labels or len(self.labels) == self.num_classes,
-                f"{len(self.labels)} labels given for num_classes={self.num_classes}",
-            ),
+            (not self.labels or len(self.labels) == self.num_classes,
+             f"{len(self.labels)} labels given for num_classes={self.num_classes}"),
         ]
 
     @property
@@ -173,31 +164,12 @@ def token_grid(config: ModelConfig, num_frames: int) -> tuple[int, int]:
 
 
 _PUBLISHED = dict(
-    depth=24,
-    tokens="patch",
-    fshape=16,
-    tshape=16,
-    fstride=16,
-    tstride=16,
-    target_length=1024,
-    pos_embed=True,
-    cls_token=True,
-    pair_layers=True,
-    norm="layernorm",
-    drop_path=0.1,
+    depth=24, tokens="patch", fshape=16, tshape=16, fstride=16, tstride=16, target_length=1024,
+    pos_embed=True, cls_token=True, pair_layers=True, norm="layernorm", drop_path=0.1,
 )
 _SSAST_PUBLISHED = dict(
-    depth=12,
-    tokens="patch",
-    fshape=16,
-    tshape=16,
-    fstride=16,
-    tstride=16,
-    target_length=1024,
-    pos_embed=True,
-    cls_token=True,
-    dist_token=True,
-    drop_path=0.0,
+    depth=12, tokens="patch", fshape=16, tshape=16, fstride=16, tstride=16, target_length=1024,
+    pos_embed=True, cls_token=True, dist_token=True, drop_path=0.0,
 )
 
 CONFIGS: dict[str, dict] = {
@@ -210,22 +182,9 @@ CONFIGS: dict[str, dict] = {
     # Embed 96 x depth 8 (~0.68M parameters) trains on a 2-core CPU in minutes per epoch and is in
     # the size class of the strong small KWS models (ds_tc_resnet 75K, KWT-1 607K).
     "ssamba-kws": dict(
-        name="ssamba-kws",
-        embed_dim=96,
-        depth=8,
-        tokens="frame",
-        fshape=128,
-        tshape=2,
-        fstride=128,
-        tstride=2,
-        target_length=100,
-        pos_embed=False,
-        cls_token=False,
-        pair_layers=False,
-        backward_block=8,
-        drop_path=0.05,
-        norm_mean=-6.845978,
-        norm_std=5.5654526,
+        name="ssamba-kws", embed_dim=96, depth=8, tokens="frame", fshape=128, tshape=2, fstride=128,
+        tstride=2, target_length=100, pos_embed=False, cls_token=False, pair_layers=False,
+        backward_block=8, drop_path=0.05, norm_mean=-6.845978, norm_std=5.5654526,
     ),
     # SSAST as published (YuanGongND/ssast, patch pretraining): DeiT-distilled ViTs (cls + distillation
     # token), depth 12, the baseline SSAMBA's efficiency and accuracy are measured against.
@@ -264,12 +223,8 @@ class Block(nn.Module):
         super().__init__()
         dim = config.embed_dim
         self.mixer = Mamba(
-            dim,
-            d_state=config.d_state,
-            d_conv=config.d_conv,
-            expand=config.expand,
-            bidirectional=config.bidirectional,
-            backward_block=config.backward_block,
+            dim, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
+            bidirectional=config.bidirectional, backward_block=config.backward_block,
             lookahead=config.lookahead,
         )
         self.norm = _make_norm(config)
@@ -335,9 +290,7 @@ class Encoder(TokenEmbedding):
         self.drop_path = DropPath(config.drop_path)
 
 
-def resize_pos_embed(
-    pos_embed: Tensor, num_extra: int, old_grid: tuple[int, int], new_grid: tuple[int, int]
-) -> Tensor:
+def resize_pos_embed(pos_embed: Tensor, num_extra: int, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
     """SSAST/SSAMBA's adaptation of a learned position embedding to another token grid.
 
     Per axis: a centred cut where the new grid is smaller, bilinear interpolation where it is larger
@@ -418,10 +371,7 @@ class SpectrogramModel(nn.Module):
         """The feature extractor this model was trained with (rate, mel bins, normalisation)."""
         cfg = self.config
         return KaldiFbank(
-            sample_rate=cfg.sample_rate,
-            num_mel_bins=cfg.num_mel_bins,
-            norm_mean=cfg.norm_mean,
-            norm_std=cfg.norm_std,
+            sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins, norm_mean=cfg.norm_mean, norm_std=cfg.norm_std
         )
 
     # ------------------------------------------------------------------ tokens
@@ -554,9 +504,7 @@ class SSAMBA(SpectrogramModel):
         """
         self.check_streamable()
         if len(states) != len(self.v.layers):
-            raise ValueError(
-                f"got {len(states)} layer states for a {len(self.v.layers)}-layer model: use init_stream_state"
-            )
+            raise ValueError(f"got {len(states)} layer states for a {len(self.v.layers)}-layer model: use init_stream_state")
         hidden = self.tokenize(fbank)
         residual = None
         new_states = []

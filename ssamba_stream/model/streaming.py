@@ -78,9 +78,7 @@ class StreamStep(nn.Module):
         super().__init__()
         model.check_streamable()
         if model.config.backward_block is None:
-            raise ValueError(
-                "the model has a full backward scan and cannot stream: train it with backward_block=B"
-            )
+            raise ValueError("the model has a full backward scan and cannot stream: train it with backward_block=B")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.model = model.eval()
@@ -102,12 +100,7 @@ class StreamStep(nn.Module):
         }
 
     def forward(
-        self,
-        pcm: Tensor,
-        leftover: Tensor,
-        conv_state: Tensor,
-        ssm_state: Tensor,
-        head_window: Tensor,
+        self, pcm: Tensor, leftover: Tensor, conv_state: Tensor, ssm_state: Tensor, head_window: Tensor,
         head_count: Tensor,
     ) -> tuple[Tensor, ...]:
         frames, leftover = fbank_step(self.frontend, pcm, leftover)
@@ -117,14 +110,8 @@ class StreamStep(nn.Module):
         head_count = torch.clamp(head_count + features.shape[1], max=float(self.window))
         logits = self.model.classify(head_window.sum(dim=1) / head_count)
         return (
-            _activate(logits, self.activation),
-            logits,
-            features,
-            leftover,
-            torch.stack([s.conv for s in states]),
-            torch.stack([s.ssm for s in states]),
-            head_window,
-            head_count,
+            _activate(logits, self.activation), logits, features, leftover,
+            torch.stack([s.conv for s in states]), torch.stack([s.ssm for s in states]), head_window, head_count,
         )
 
 

@@ -25,9 +25,7 @@ class BackendUnavailable(UserError):
 class OnnxRuntimeBackend:
     """onnxruntime on CPU, or CUDA when onnxruntime-gpu and a GPU are present (``device='cuda'``)."""
 
-    def __init__(
-        self, graph_path: Path, spec: StreamModelSpec, threads: int = 1, device: str = "cpu"
-    ) -> None:
+    def __init__(self, graph_path: Path, spec: StreamModelSpec, threads: int = 1, device: str = "cpu") -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -48,9 +46,7 @@ class OnnxRuntimeBackend:
         try:
             self.session = ort.InferenceSession(str(graph_path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
-            raise ModelFileError(
-                f"{graph_path} is not a loadable ONNX graph ({_first_line(exc)}): re-export it"
-            ) from None
+            raise ModelFileError(f"{graph_path} is not a loadable ONNX graph ({_first_line(exc)}): re-export it") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         _check_io(graph_path, spec, self.input_names, [o.name for o in self.session.get_outputs()])
 
@@ -67,23 +63,17 @@ class TorchBackend:
         try:
             import torch
         except ImportError:
-            raise BackendUnavailable(
-                "the torch backend needs PyTorch: pip install 'ssamba-stream[export]'"
-            ) from None
+            raise BackendUnavailable("the torch backend needs PyTorch: pip install 'ssamba-stream[export]'") from None
         from ..model.checkpoint import load_model
         from ..model.streaming import StreamStep, with_block
 
         source = spec.extra.get("source", {}).get("checkpoint")
         if not source:
-            raise ModelFileError(
-                f"{graph_path}'s sidecar names no source checkpoint: the torch backend needs one"
-            )
+            raise ModelFileError(f"{graph_path}'s sidecar names no source checkpoint: the torch backend needs one")
         checkpoint = (Path(graph_path).parent / source).resolve()
         torch.set_num_threads(threads)
         self.torch = torch
-        self.step = StreamStep(
-            with_block(load_model(checkpoint), spec.block_tokens), activation=spec.activation
-        )
+        self.step = StreamStep(with_block(load_model(checkpoint), spec.block_tokens), activation=spec.activation)
         self.input_names = ["pcm", *(s.name for s in spec.state)]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

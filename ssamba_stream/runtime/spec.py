@@ -84,30 +84,13 @@ def load_spec(graph_path: str | Path) -> StreamModelSpec:
     """Read and validate the sidecar of ``graph_path``; one-line errors name the fix."""
     graph_path = Path(graph_path)
     if not graph_path.is_file():
-        raise ModelFileError(
-            f"model file {graph_path} not found: export one with 'ssamba-export onnx CHECKPOINT'"
-        )
+        raise ModelFileError(f"model file {graph_path} not found: export one with 'ssamba-export onnx CHECKPOINT'")
     path = sidecar_path(graph_path)
     document = read_json_document(
-        path,
-        SPEC_FORMAT,
-        "an ssamba-stream model description",
-        ModelFileError,
-        missing=f"keep the JSON sidecar that ssamba-export wrote next to {graph_path.name}",
-        fix="re-export the model",
+        path, SPEC_FORMAT, "an ssamba-stream model description", ModelFileError,
+        missing=f"keep the JSON sidecar that ssamba-export wrote next to {graph_path.name}", fix="re-export the model",
     )
-    known = {
-        "format",
-        "task",
-        "labels",
-        "sample_rate",
-        "block_tokens",
-        "chunk_samples",
-        "activation",
-        "state",
-        "detector",
-        "fingerprint",
-    }
+    known = {"format", "task", "labels", "sample_rate", "block_tokens", "chunk_samples", "activation", "state", "detector", "fingerprint"}
     try:
         return StreamModelSpec(
             labels=tuple(document["labels"]),
@@ -115,9 +98,7 @@ def load_spec(graph_path: str | Path) -> StreamModelSpec:
             block_tokens=int(document["block_tokens"]),
             chunk_samples=int(document["chunk_samples"]),
             activation=str(document["activation"]),
-            state=tuple(
-                TensorSpec(s["name"], tuple(s["shape"]), s.get("dtype", "float32")) for s in document["state"]
-            ),
+            state=tuple(TensorSpec(s["name"], tuple(s["shape"]), s.get("dtype", "float32")) for s in document["state"]),
             detector=dict(document.get("detector", {})),
             task=str(document.get("task", "kws")),
             fingerprint=str(document.get("fingerprint", "")),
