@@ -79,6 +79,25 @@ def trt(
 
 
 @app.command()
+def tune(
+    model: Annotated[Path, typer.Argument(help="exported model (.onnx or .plan) whose sidecar gets the defaults")],
+    stream: Annotated[Path, typer.Option(help="held-out labelled stream WAV (training/stream_builder.py)")],
+    labels: Annotated[Path | None, typer.Option(help="its start,end,label CSV (default: STREAM.csv)")] = None,
+    max_fa_per_hour: Annotated[float, typer.Option(help="false accepts per hour allowed")] = 1.0,
+) -> None:
+    """Tune the detector defaults (threshold, smoothing) on a held-out stream and store them in the sidecar."""
+    from ssamba_stream.evaluation import tune_detector
+    from ssamba_stream.runtime.spec import sidecar_path, write_detector_defaults
+
+    config, point = tune_detector(stream, labels or stream.with_suffix(".csv"), model, max_fa_per_hour=max_fa_per_hour)
+    write_detector_defaults(model, config.to_sidecar())
+    typer.echo(
+        f"wrote {sidecar_path(model)}: threshold {config.threshold:.2f}, smoothing {config.smoothing_blocks} blocks "
+        f"(on {stream.name}: FRR {point.frr:.1%}, {point.fa_per_hour:.2f} FA/h)"
+    )
+
+
+@app.command()
 def verify(
     model: Annotated[Path, typer.Argument(help="exported step graph (.onnx or .plan)")],
     checkpoint: Annotated[Path, typer.Option(help="the checkpoint it was exported from")],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 from ssamba_stream import __version__
 from ssamba_stream.errors import UserError
+from ssamba_stream.formats import atomic_write
 from ssamba_stream.model.checkpoint import load_model
 from ssamba_stream.model.streaming import STATE_NAMES, StreamStep, with_block
 from ssamba_stream.runtime.backends import OUTPUT_NAMES
@@ -57,18 +57,6 @@ def state_specs(step: StreamStep) -> tuple[TensorSpec, ...]:
         shape = tuple(BATCH if axis == batch_axis else size for axis, size in enumerate(value.shape))
         specs.append(TensorSpec(name, shape))
     return tuple(specs)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(temp_path)`` and rename the result over ``path``."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(temp))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def export_onnx(
@@ -121,7 +109,7 @@ def export_onnx(
                 dynamo=False,
             )
 
-    _atomic_write(output, write_graph)
+    atomic_write(output, write_graph)
     config = step.model.config
     labels = tuple(config.labels) or tuple(f"class_{i}" for i in range(config.num_classes))
     detector = {**DETECTOR_DEFAULTS, "ignore": [label for label in labels if label in NON_KEYWORDS]}
@@ -153,5 +141,5 @@ def export_onnx(
             "model": config.to_dict(),
         },
     )
-    _atomic_write(sidecar_path(output), lambda p: p.write_text(json.dumps(spec.to_json(), indent=2) + "\n"))
+    atomic_write(sidecar_path(output), lambda p: p.write_text(json.dumps(spec.to_json(), indent=2) + "\n"))
     return spec

@@ -300,6 +300,33 @@ def _keywords(
     return keywords
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One model pass over a labelled stream: what every evaluation and tuning starts from."""
+
+    spotter: KeywordSpotter
+    occurrences: list[Occurrence]
+    keywords: list[Occurrence]
+    posteriors: StreamPosteriors
+
+
+def _run(stream: str | os.PathLike, labels: str | os.PathLike, model: str | os.PathLike | None,
+         backend: str, tolerance: float) -> _Run:  # fmt: skip
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise UserError(f"tolerance must be >= 0 seconds, got {tolerance}")
+    occurrences = read_ground_truth(labels)
+    spotter = KeywordSpotter(model, backend=backend)
+    keywords = _keywords(occurrences, spotter.labels, spotter.detector.config)
+    posteriors = stream_posteriors(spotter, stream)
+    last_end = max(o.end for o in occurrences)
+    if last_end > posteriors.seconds + END_SLACK_SECONDS:
+        raise UserError(
+            f"the labels go to {last_end:.2f} s but {stream} lasts {posteriors.seconds:.2f} s: "
+            "pass the labels CSV written with this stream"
+        )
+    return _Run(spotter, occurrences, keywords, posteriors)
+
+
 def evaluate_stream(
     stream: str | os.PathLike,
     labels: str | os.PathLike,
@@ -310,30 +337,53 @@ def evaluate_stream(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
 ) -> StreamEvaluation:
     """Evaluate ``model`` (default: the bundled one) on a labelled stream: one model pass, then the sweep."""
-    if not (math.isfinite(tolerance) and tolerance >= 0):
-        raise UserError(f"tolerance must be >= 0 seconds, got {tolerance}")
-    occurrences = read_ground_truth(labels)
-    spotter = KeywordSpotter(model, backend=backend)
-    config = spotter.detector.config
-    keywords = _keywords(occurrences, spotter.labels, config)
-    posteriors = stream_posteriors(spotter, stream)
-    last_end = max(o.end for o in occurrences)
-    if last_end > posteriors.seconds + END_SLACK_SECONDS:
-        raise UserError(
-            f"the labels go to {last_end:.2f} s but {stream} lasts {posteriors.seconds:.2f} s: "
-            "pass the labels CSV written with this stream"
-        )
+    run = _run(stream, labels, model, backend, tolerance)
+    config, posteriors = run.spotter.detector.config, run.posteriors
     hours = posteriors.seconds / 3600
-    default = operating_point(config.threshold, posteriors.events(config), keywords, hours, tolerance)
+    default = operating_point(config.threshold, posteriors.events(config), run.keywords, hours, tolerance)
     return StreamEvaluation(
         stream=str(stream),
-        model=str(spotter.model_path),
+        model=str(run.spotter.model_path),
         seconds=posteriors.seconds,
-        other_words=len(occurrences) - len(keywords),
+        other_words=len(run.occurrences) - len(run.keywords),
         tolerance=tolerance,
         default=default,
-        sweep=tuple(sweep(posteriors, config, keywords, tolerance, thresholds)),
+        sweep=tuple(sweep(posteriors, config, run.keywords, tolerance, thresholds)),
     )
+
+
+SMOOTHING_CHOICES = (1, 2, 3, 4)
+
+
+def tune_detector(
+    stream: str | os.PathLike,
+    labels: str | os.PathLike,
+    model: str | os.PathLike | None = None,
+    *,
+    max_fa_per_hour: float = TARGET_FA_PER_HOUR,
+    smoothing: Sequence[int] = SMOOTHING_CHOICES,
+    backend: str = "onnxruntime",
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> tuple[DetectorConfig, OperatingPoint]:
+    """The detector defaults (smoothing, threshold) with the lowest FRR at <= ``max_fa_per_hour`` on a
+    held-out labelled stream (ties: the higher threshold, for margin). Tune on validation voices and
+    report on test voices, so that the reported figure is not tuned on."""
+    run = _run(stream, labels, model, backend, tolerance)
+    base = run.spotter.detector.config
+    candidates = []
+    for blocks in smoothing:
+        config = dataclasses.replace(base, smoothing_blocks=blocks).checked()
+        for point in sweep(run.posteriors, config, run.keywords, tolerance):
+            if point.fa_per_hour <= max_fa_per_hour:
+                candidates.append((point.frr, -point.threshold, blocks, point))
+    if not candidates:
+        raise UserError(
+            f"no setting reaches {max_fa_per_hour:g} FA/h on {stream}: allow more (--max-fa-per-hour) or "
+            "improve the model"
+        )
+    _, _, blocks, point = min(candidates, key=lambda c: c[:3])
+    tuned = dataclasses.replace(base, smoothing_blocks=blocks, threshold=point.threshold, thresholds={})
+    return tuned, point
 
 
 def write_sweep_csv(result: StreamEvaluation, path: str | os.PathLike) -> None:

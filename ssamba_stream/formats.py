@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import CheckpointError, UserError
@@ -50,3 +53,16 @@ def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
     except (struct.error, json.JSONDecodeError, UnicodeDecodeError, MemoryError, OverflowError, ValueError):
         raise CheckpointError(f"{path} is corrupt (unreadable safetensors header): re-save the checkpoint") from None
     return {name: entry["shape"] for name, entry in header.items() if name != "__metadata__"}
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(temp_path)`` beside ``path``, then rename the result over it: readers see the old
+    file or the new one, never half of one, and a failure leaves the old file as it was."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(temp))
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -38,6 +38,12 @@ class DetectorConfig:
             values["ignore"] = tuple(values["ignore"])  # type: ignore[arg-type]
         return cls(**values).checked()
 
+    def to_sidecar(self) -> dict[str, object]:
+        """The ``detector`` section of a model sidecar (inverse of ``from_sidecar``)."""
+        document = dataclasses.asdict(self)
+        document["thresholds"], document["ignore"] = dict(self.thresholds), list(self.ignore)
+        return document
+
     def with_overrides(
         self,
         threshold: float | None = None,

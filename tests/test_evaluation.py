@@ -337,3 +337,39 @@ def test_cli_without_matplotlib_names_the_extra(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == ["ssamba-stream: error: install matplotlib: pip install 'ssamba-stream[eval]'"]
+
+
+@needs_espeak
+def test_tune_stores_the_best_setting_in_the_sidecar(
+    stream: stream_builder.BuiltStream, model: Path, tmp_path: Path
+) -> None:
+    from ssamba_stream.evaluation import SMOOTHING_CHOICES, evaluate_stream, tune_detector
+    from ssamba_stream.kws import DetectorConfig
+    from ssamba_stream.runtime.spec import load_spec
+
+    copy = tmp_path / "kws.onnx"
+    copy.write_bytes(model.read_bytes())
+    copy.with_suffix(".json").write_text(model.with_suffix(".json").read_text())
+    fingerprint = load_spec(copy).fingerprint
+    allowed = 1e9  # a random model fires often: any rate is allowed, so the choice is the lowest FRR
+    config, point = tune_detector(stream.wav, stream.csv, copy, max_fa_per_hour=allowed)
+    assert config.smoothing_blocks in SMOOTHING_CHOICES and point.threshold == config.threshold
+    default = evaluate_stream(stream.wav, stream.csv, copy)
+    assert point.frr <= min(p.frr for p in default.sweep)  # smoothing 2 (the default) is one of the choices
+
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ssamba-export"), "tune", str(copy), "--stream", str(stream.wav),
+         "--max-fa-per-hour", str(allowed)], capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    spec = load_spec(copy)
+    stored = DetectorConfig.from_sidecar(spec.detector)
+    assert (stored.threshold, stored.smoothing_blocks) == (config.threshold, config.smoothing_blocks)
+    assert spec.fingerprint == fingerprint  # the graph is untouched: states still move between sessions
+
+    impossible = subprocess.run(
+        [str(Path(sys.executable).parent / "ssamba-export"), "tune", str(copy), "--stream", str(stream.wav),
+         "--max-fa-per-hour", "-1"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert impossible.returncode == 2 and "no setting reaches" in impossible.stderr
+    assert "Traceback" not in impossible.stderr

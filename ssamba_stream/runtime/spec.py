@@ -8,11 +8,12 @@ the detector defaults and the checkpoint the graph came from.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..formats import read_json_document
+from ..formats import atomic_write, read_json_document
 
 SPEC_FORMAT = "ssamba-stream/stream-model-v1"
 BATCH = "batch"  # the symbolic batch dimension in shapes
@@ -106,3 +107,15 @@ def load_spec(graph_path: str | Path) -> StreamModelSpec:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path} lacks a valid field ({exc}): re-export the model") from None
+
+
+def write_detector_defaults(graph_path: str | Path, detector: dict) -> None:
+    """Replace the sidecar's detector defaults (thresholds tuned on held-out audio), atomically.
+
+    Only the ``detector`` section changes; the graph and its fingerprint stay as exported.
+    """
+    load_spec(graph_path)  # the sidecar must be valid before it is rewritten
+    path = sidecar_path(graph_path)
+    document = json.loads(path.read_text())
+    document["detector"] = detector
+    atomic_write(path, lambda temp: temp.write_text(json.dumps(document, indent=2) + "\n"))
