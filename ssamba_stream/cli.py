@@ -23,6 +23,7 @@ from .cli_common import (
     TopKOption,
     make_engine,
     print_results,
+    say_conversion,
     summary_line,
 )
 from .cli_evaluate import evaluate
@@ -100,7 +101,9 @@ def file(
             typer.echo(f"== {path}")
         try:
             count = 0
-            for block, rate in iter_audio_blocks(path):
+            for index, (block, rate) in enumerate(iter_audio_blocks(path)):
+                if index == 0:
+                    say_conversion(str(path), rate, block.shape[1], engine.spec.sample_rate)
                 count += print_results(engine.process(block, rate), as_json, source)
             count += print_results(engine.finish(), as_json, source)
         except UserError as exc:  # report, then go on with the other files
@@ -161,6 +164,7 @@ def stdin(
     engine = make_engine(task, model, backend, threads, threshold, thresholds, top_k, every)
     count = 0
     frames = max(1, rate // 10)  # 100 ms reads: results appear with at most one read of delay
+    say_conversion("stdin", rate, channels, engine.spec.sample_rate)
     for chunk in read_pcm(sys.stdin.buffer, sample_format, channels, frames):
         count += print_results(engine.process(chunk, rate), as_json)
     count += print_results(engine.finish(), as_json)

@@ -65,3 +65,14 @@ def summary_line(source: str, engine, results: int) -> str:
     kind = "events" if engine.task == "kws" else "rankings"
     return (f"{source}: {engine.seconds:.2f} s of audio, {results} {kind}, "
             f"real-time factor {engine.real_time_factor:.3f}")  # fmt: skip
+
+
+def say_conversion(source: str, rate: int, channels: int, model_rate: int) -> None:
+    """Tell the user (stderr) when their audio is downmixed or resampled on the way in."""
+    steps = []
+    if channels > 1:
+        steps.append(f"{channels} channels downmixed to mono")
+    if rate != model_rate:
+        steps.append(f"resampled from {rate} Hz to {model_rate} Hz")
+    if steps:
+        typer.echo(f"note: {source}: {', '.join(steps)}", err=True)

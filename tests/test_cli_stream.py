@@ -85,6 +85,10 @@ def test_stdin_at_44k_stereo_int16_gives_the_same_events_as_the_file(
     from_stdin = run_cli("stdin", "--rate", "44100", "--channels", "2", "--format", "s16le", "--model", random_kws_model,
                          "--json", *low_threshold, stdin=pcm.tobytes())  # fmt: skip
     assert json_lines(from_stdin) == from_file
+    assert (
+        "note: stdin: 2 channels downmixed to mono, resampled from 44100 Hz to 16000 Hz"
+        in from_stdin.stderr.decode()
+    )
     assert len(from_file) >= 1
 
 
