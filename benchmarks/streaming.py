@@ -107,8 +107,7 @@ def _latencies(call, count: int, warmup: int = 5) -> np.ndarray:
 
 def _step_feeds(session: StreamingSession) -> dict[str, np.ndarray]:
     spec = session.spec
-    return {"pcm": np.zeros((1, spec.chunk_samples), np.float32),
-            **{t.name: np.zeros(t.concrete(1), np.float32) for t in spec.state}}  # fmt: skip
+    return {"pcm": np.zeros((1, spec.chunk_samples), np.float32), **{t.name: t.zeros(1) for t in spec.state}}
 
 
 def _window_runner(model: SSAMBA, backend: str, threads: int, path: Path):

@@ -18,19 +18,17 @@ import torch
 from ssamba_stream import __version__
 from ssamba_stream.errors import UserError
 from ssamba_stream.formats import atomic_write
+from ssamba_stream.kws import DetectorConfig
 from ssamba_stream.model.checkpoint import load_model
 from ssamba_stream.model.streaming import STATE_NAMES, StreamStep, with_block
 from ssamba_stream.runtime.backends import OUTPUT_NAMES
-from ssamba_stream.runtime.spec import BATCH, StreamModelSpec, TensorSpec, file_sha256, sidecar_path
+from ssamba_stream.runtime.spec import BATCH, TASKS, StreamModelSpec, TensorSpec, file_sha256, sidecar_path
 
 from .graph_scan import GRAPH_SCANS
 
 DEFAULT_OPSET = 17
 DEFAULT_SCAN = "unrolled"  # fastest exact form on CPU (benchmarks/streaming.py); segsum/cumsum for others
 # Detector defaults written into the sidecar; the CLI and the KeywordSpotter override them.
-DETECTOR_DEFAULTS = {"threshold": 0.5, "smoothing_blocks": 2, "refractory_seconds": 1.0, "thresholds": {}}
-NON_KEYWORDS = ("_silence_", "_unknown_")
-TASKS = ("kws", "classify")
 
 
 def build_step(
@@ -112,7 +110,7 @@ def export_onnx(
     atomic_write(output, write_graph)
     config = step.model.config
     labels = tuple(config.labels) or tuple(f"class_{i}" for i in range(config.num_classes))
-    detector = {**DETECTOR_DEFAULTS, "ignore": [label for label in labels if label in NON_KEYWORDS]}
+    detector = DetectorConfig(ignore=tuple(label for label in labels if label in DetectorConfig().ignore))
     spec = StreamModelSpec(
         labels=labels,
         sample_rate=config.sample_rate,
@@ -120,7 +118,7 @@ def export_onnx(
         chunk_samples=step.chunk_samples,
         activation=activation,
         state=state_specs(step),
-        detector=detector,
+        detector=detector.to_sidecar(),
         task=task,
         fingerprint=file_sha256(output),
         extra={

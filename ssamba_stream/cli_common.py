@@ -34,7 +34,8 @@ def make_engine(task: str, model: Path | None, backend: str, threads: int, thres
                 thresholds: str, top_k: int, every: float):  # fmt: skip
     """The spotter or classifier the mic, file and stdin commands share."""
     from .kws import parse_thresholds
-    from .spotter import TASKS, KeywordSpotter, StreamClassifier
+    from .runtime.spec import TASKS
+    from .spotter import KeywordSpotter, StreamClassifier
 
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}: use --task kws or --task classify")

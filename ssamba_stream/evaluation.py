@@ -20,7 +20,6 @@ from __future__ import annotations
 import bisect
 import csv
 import dataclasses
-import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -32,7 +31,6 @@ import numpy as np
 from .audio import iter_audio_blocks
 from .errors import UserError
 from .kws import DetectorConfig, Event, detect
-from .pcm import PcmAdapter
 from .spotter import KeywordSpotter
 
 DEFAULT_TOLERANCE = 1.0  # seconds after a word's end in which its event still counts
@@ -198,15 +196,11 @@ class StreamPosteriors:
 def stream_posteriors(spotter: KeywordSpotter, path: str | os.PathLike) -> StreamPosteriors:
     """Run the model once over a recording, streamed from the file in blocks (constant memory)."""
     spotter.reset()
-    blocks = iter_audio_blocks(path, seconds=10.0)
-    first, rate = next(blocks)  # there is one: iter_audio_blocks rejects files without samples
-    adapter = PcmAdapter(rate, spotter.session.sample_rate)
-    parts = [
-        spotter.session.process(adapter.convert(block))
-        for block, _ in itertools.chain([(first, rate)], blocks)
-    ]
-    parts.append(spotter.session.process(adapter.flush()))
-    return StreamPosteriors(np.concatenate(parts), spotter.labels, spotter.block_seconds, adapter.seconds)
+    parts, rate = [], None
+    for block, rate in iter_audio_blocks(path, seconds=10.0):  # never empty: it rejects sample-less files
+        parts.append(spotter.posteriors(block, rate))
+    parts.append(spotter.posteriors(np.zeros(0, np.float32), rate, last=True))
+    return StreamPosteriors(np.concatenate(parts), spotter.labels, spotter.block_seconds, spotter.seconds)
 
 
 def sweep(

@@ -31,7 +31,6 @@ from .runtime.session import StreamingSession
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "kws12" / "model.onnx"
-TASKS = ("kws", "classify")
 Result = TypeVar("Result")
 
 
@@ -108,7 +107,9 @@ class _Engine(Generic[Result]):
             )
         return self._adapter
 
-    def _posteriors(self, pcm: np.ndarray, sample_rate: int | None, last: bool = False) -> np.ndarray:
+    def posteriors(self, pcm: np.ndarray, sample_rate: int | None = None, last: bool = False) -> np.ndarray:
+        """Model posteriors (blocks, classes) for the blocks this chunk completes, timed and converted
+        like ``process``; ``last`` also releases the resampler's tail at the end of the stream."""
         adapter = self._adapter_for(sample_rate)
         mono = adapter.convert(pcm)
         if last:
@@ -124,13 +125,13 @@ class _Engine(Generic[Result]):
     def process(self, pcm: np.ndarray, sample_rate: int | None = None) -> list[Result]:
         """Results completed by this chunk; ``pcm`` is (samples,) or (samples, channels) at ``sample_rate``
         (default: the model's), int8/16/32 or float in [-1, 1]."""
-        return self._results(self._posteriors(pcm, sample_rate))
+        return self._results(self.posteriors(pcm, sample_rate))
 
     def finish(self) -> list[Result]:
         """Results from the resampler's delayed tail at the end of a stream (call once, at the end)."""
         if self._adapter is None:
             return []
-        return self._results(self._posteriors(np.zeros(0, np.float32), self._adapter.input_rate, last=True))
+        return self._results(self.posteriors(np.zeros(0, np.float32), self._adapter.input_rate, last=True))
 
     def process_file(self, path: str | os.PathLike) -> list[Result]:
         """All results of a recording, streamed block by block from the file (a new stream)."""

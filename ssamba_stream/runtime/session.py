@@ -85,7 +85,7 @@ class StreamingSession:
 
     def reset(self) -> None:
         """Start new streams: zero state, empty buffer."""
-        self._state = {s.name: np.zeros(s.concrete(self.streams), dtype=np.float32) for s in self.spec.state}
+        self._state = {s.name: s.zeros(self.streams) for s in self.spec.state}
         self._pending = np.zeros((self.streams, 0), dtype=np.float32)
         self._blocks = 0
 

@@ -12,10 +12,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import UserError
 from ..formats import atomic_write, read_json_document
 
 SPEC_FORMAT = "ssamba-stream/stream-model-v1"
+TASKS = ("kws", "classify")  # what the labels are: keywords to detect, or classes to rank
 BATCH = "batch"  # the symbolic batch dimension in shapes
 
 
@@ -31,6 +34,10 @@ class TensorSpec:
 
     def concrete(self, batch: int) -> tuple[int, ...]:
         return tuple(batch if dim == BATCH else int(dim) for dim in self.shape)
+
+    def zeros(self, batch: int) -> np.ndarray:
+        """The tensor at the start of a stream (every state starts at zero)."""
+        return np.zeros(self.concrete(batch), dtype=np.float32)
 
 
 @dataclass(frozen=True)
