@@ -26,6 +26,10 @@ from ssamba_training.data import (
     collate_skipping_bad,
     load_audio,
 )
+from ssamba_training.config import load_recipe
+from ssamba_training.splits import LabelledFraction, build_splits
+
+RECIPES = Path(__file__).parent.parent / "training" / "recipes"
 
 SR = 16000
 
@@ -211,6 +215,24 @@ def test_speech_commands_12_class_mapping_and_proportions(sc_root: Path) -> None
     assert relative_paths(validation, sc_root) <= {
         f"{w}/spk{k}_nohash_0.wav" for w in WORDS for k in (0, 1)
     } | {"_background_noise_/noise0.wav", "_background_noise_/noise1.wav"}
+
+
+def test_label_fraction_keeps_a_seeded_share_of_every_class(sc_root: Path) -> None:
+    recipe = load_recipe(RECIPES / "kws-stream.yaml", [f"data.root={sc_root}", "data.keywords=['yes','no','up']",
+                                                         "data.label_fraction=0.3"])  # fmt: skip
+    train = build_splits(recipe, target_length=98).train
+    full = SpeechCommands(sc_root, "train", "12", keywords=KEYWORDS, unknown_percentage=10, silence_percentage=10)
+    assert isinstance(train, LabelledFraction) and train.labels == full.labels
+    full_counts = np.bincount([label for _, label in full.items], minlength=5)
+    kept = [train[i] for i in range(len(train))]
+    kept_counts = np.bincount([item.label for item in kept], minlength=5)
+    assert kept_counts.tolist() == [max(1, round(0.3 * n)) for n in full_counts]
+    assert {item.path for item in kept} <= {path for path, _ in full.items}
+    again = build_splits(recipe, target_length=98).train
+    assert again.indices == train.indices
+    reseeded = build_splits(load_recipe(RECIPES / "kws-stream.yaml", [f"data.root={sc_root}", "data.keywords=['yes','no','up']",
+                                                                       "data.label_fraction=0.3", "seed=5"]), 98).train  # fmt: skip
+    assert reseeded.indices != train.indices
 
 
 def best_alignment(noise: np.ndarray, clip: np.ndarray) -> tuple[int, float]:

@@ -53,6 +53,8 @@ def test_overrides_are_typed_and_nested():
         (["model.name=ssamba-huge"], "unknown model.name 'ssamba-huge'"),
         (["optim=3"], "recipe section 'optim' must be a mapping"),
         (["lr"], "override 'lr' is not of the form key=value"),
+        (["data.label_fraction=0"], "'data.label_fraction' must be in (0, 1], got 0"),
+        (["data.kind=unlabelled", "data.label_fraction=0.1"], "data.label_fraction needs labelled data"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, message):

@@ -60,6 +60,7 @@ class DataSection:
     batch_size: int = 128
     eval_batch_size: int | None = None  # default: batch_size
     num_workers: int = 2
+    label_fraction: float = 1.0  # share of the training split's labelled items kept, per class (few-label runs)
 
 
 @dataclass
@@ -252,6 +253,10 @@ def _check_choices(recipe: Recipe) -> None:
     for key, value in positive.items():
         if value < 1:
             raise RecipeError(f"recipe key {key!r} must be >= 1, got {value}")
+    if not 0.0 < recipe.data.label_fraction <= 1.0:
+        raise RecipeError(f"recipe key 'data.label_fraction' must be in (0, 1], got {recipe.data.label_fraction}")
+    if recipe.data.label_fraction < 1.0 and recipe.data.kind == "unlabelled":
+        raise RecipeError("data.label_fraction needs labelled data: unlabelled audio has no labels to thin out")
     if len(recipe.optim.betas) != 2 or len(recipe.augment.background_snr_db) != 2:
         raise RecipeError("optim.betas and augment.background_snr_db take two numbers each")
     for key, blocks in (("stream.train_blocks", recipe.stream.train_blocks), ("stream.eval_blocks", recipe.stream.eval_blocks)):

@@ -13,14 +13,43 @@ from .data import (
     BACKGROUND_NOISE_DIR,
     ESC50,
     KWS12_KEYWORDS,
+    ClipDataset,
+    Example,
     FolderDataset,
     ManifestDataset,
+    Skipped,
     SpeechCommands,
     UnlabelledAudio,
     background_noises,
 )
 
 SAMPLE_RATE = 16000
+LABEL_FRACTION_STREAM = 7  # seeds the label-fraction draw apart from the data sets' own draws
+
+
+class LabelledFraction(Dataset):
+    """A seeded share of each class of a training set, for few-label fine-tuning (SSL's claim is
+    that pretraining helps most when labels are scarce). Every class keeps at least one item."""
+
+    def __init__(self, dataset: ClipDataset, fraction: float, seed: int) -> None:
+        classes = np.array([label for _, label in dataset.items])
+        rng = np.random.default_rng([seed, LABEL_FRACTION_STREAM])
+        kept: list[int] = []
+        for label in np.unique(classes):
+            members = np.flatnonzero(classes == label)
+            kept += rng.choice(members, size=max(1, round(fraction * len(members))), replace=False).tolist()
+        self.dataset = dataset
+        self.indices = sorted(kept)
+        self.labels = dataset.labels
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Example | Skipped:
+        return self.dataset[self.indices[index]]
 
 
 @dataclass
@@ -83,6 +112,8 @@ def build_splits(recipe: Recipe, target_length: int) -> Splits:
         train = UnlabelledAudio(_require(root, "data.root"), clip, seed=seed)
         val = UnlabelledAudio(data.val_root or root, clip, seed=seed + 1)  # fixed crops: never set_epoch'd
         test = None
+    if data.label_fraction < 1.0:
+        train = LabelledFraction(train, data.label_fraction, seed)
     return Splits(train, val, test, list(train.labels), _noises(data.background, root, data.kind))
 
 
