@@ -28,7 +28,6 @@ from .graph_scan import GRAPH_SCANS
 
 DEFAULT_OPSET = 17
 DEFAULT_SCAN = "unrolled"  # fastest exact form on CPU (benchmarks/streaming.py); segsum/cumsum for others
-# Detector defaults written into the sidecar; the CLI and the KeywordSpotter override them.
 
 
 def build_step(

@@ -35,7 +35,9 @@ from .spotter import KeywordSpotter
 
 DEFAULT_TOLERANCE = 1.0  # seconds after a word's end in which its event still counts
 # 0.05 .. 0.99 by 0.01, then 0.991 .. 0.999: a confident softmax model's DET curve bends up there.
-DEFAULT_THRESHOLDS = tuple(round(0.05 + 0.01 * i, 2) for i in range(95)) + tuple(round(0.99 + 0.001 * i, 3) for i in range(1, 10))
+DEFAULT_THRESHOLDS = tuple(round(0.05 + 0.01 * i, 2) for i in range(95)) + tuple(
+    round(0.99 + 0.001 * i, 3) for i in range(1, 10)
+)
 TARGET_FRR = 0.05  # the goal the DET plot marks: 5% FRR at 1 FA/h
 TARGET_FA_PER_HOUR = 1.0
 HEADER = ["start", "end", "label"]

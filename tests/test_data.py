@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssamba_stream.errors import UserError
+from ssamba_training.config import load_recipe
 from ssamba_training.data import (
     ESC50,
     BadAudioError,
@@ -26,7 +27,6 @@ from ssamba_training.data import (
     collate_skipping_bad,
     load_audio,
 )
-from ssamba_training.config import load_recipe
 from ssamba_training.splits import LabelledFraction, build_splits
 
 RECIPES = Path(__file__).parent.parent / "training" / "recipes"
@@ -218,8 +218,8 @@ def test_speech_commands_12_class_mapping_and_proportions(sc_root: Path) -> None
 
 
 def test_label_fraction_keeps_a_seeded_share_of_every_class(sc_root: Path) -> None:
-    recipe = load_recipe(RECIPES / "kws-stream.yaml", [f"data.root={sc_root}", "data.keywords=['yes','no','up']",
-                                                         "data.label_fraction=0.3"])  # fmt: skip
+    overrides = [f"data.root={sc_root}", "data.keywords=['yes','no','up']", "data.label_fraction=0.3"]
+    recipe = load_recipe(RECIPES / "kws-stream.yaml", overrides)
     train = build_splits(recipe, target_length=98).train
     full = SpeechCommands(sc_root, "train", "12", keywords=KEYWORDS, unknown_percentage=10, silence_percentage=10)
     assert isinstance(train, LabelledFraction) and train.labels == full.labels
@@ -230,8 +230,7 @@ def test_label_fraction_keeps_a_seeded_share_of_every_class(sc_root: Path) -> No
     assert {item.path for item in kept} <= {path for path, _ in full.items}
     again = build_splits(recipe, target_length=98).train
     assert again.indices == train.indices
-    reseeded = build_splits(load_recipe(RECIPES / "kws-stream.yaml", [f"data.root={sc_root}", "data.keywords=['yes','no','up']",
-                                                                       "data.label_fraction=0.3", "seed=5"]), 98).train  # fmt: skip
+    reseeded = build_splits(load_recipe(RECIPES / "kws-stream.yaml", [*overrides, "seed=5"]), target_length=98).train
     assert reseeded.indices != train.indices
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from .config import ESC50_FOLDS, Recipe, RecipeError
 from .data import (
@@ -14,10 +14,8 @@ from .data import (
     ESC50,
     KWS12_KEYWORDS,
     ClipDataset,
-    Example,
     FolderDataset,
     ManifestDataset,
-    Skipped,
     SpeechCommands,
     UnlabelledAudio,
     background_noises,
@@ -27,7 +25,7 @@ SAMPLE_RATE = 16000
 LABEL_FRACTION_STREAM = 7  # seeds the label-fraction draw apart from the data sets' own draws
 
 
-class LabelledFraction(Dataset):
+class LabelledFraction(Subset):
     """A seeded share of each class of a training set, for few-label fine-tuning (SSL's claim is
     that pretraining helps most when labels are scarce). Every class keeps at least one item."""
 
@@ -38,18 +36,11 @@ class LabelledFraction(Dataset):
         for label in np.unique(classes):
             members = np.flatnonzero(classes == label)
             kept += rng.choice(members, size=max(1, round(fraction * len(members))), replace=False).tolist()
-        self.dataset = dataset
-        self.indices = sorted(kept)
+        super().__init__(dataset, sorted(kept))
         self.labels = dataset.labels
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> Example | Skipped:
-        return self.dataset[self.indices[index]]
 
 
 @dataclass
