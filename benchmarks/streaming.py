@@ -13,12 +13,13 @@ audio, and the fraction of the device's peak the step achieves at its median lat
 best sustained fp32 GEMM on the same threads, or the GPU's, measured in the same run).
 
     python benchmarks/streaming.py [--seconds 60] [--threads 1 2] [--backends onnxruntime torch]
-                                   [--scan unrolled free] [--smoke]
+                                   [--scan block free] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import platform
 import tempfile
@@ -31,6 +32,7 @@ import torch
 from flops import graph_flops, measured_peak_flops
 from torch import nn
 
+import ssamba_stream.model.mamba as mamba_module
 from ssamba_export.graph_scan import GRAPH_SCANS
 from ssamba_export.onnx_export import export_onnx
 from ssamba_export.verify import test_signal
@@ -44,18 +46,24 @@ MODELS = {
 }
 
 
-def scan_free(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None,
-              return_last_state=False, **_):
-    """Not a scan: the cheapest op with the scan's shapes, so that (time with the real scan - time
-    with this) bounds what any fused scan kernel (ORT custom op, TensorRT plugin) could save."""
-    y = u * delta if z is None else u * z
-    if not return_last_state:
-        return y
-    state = initial_state if initial_state is not None else u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
-    return y, state
+def block_scan_free(u, delta, A, B, C, D, z, initial_state):
+    """Not a scan: the cheapest op with the block scan's shapes, so that (time with the real scan -
+    time with this) bounds what any fused scan kernel (ORT custom op, TensorRT plugin) could save."""
+    return u * z, initial_state
 
 
-GRAPH_SCANS["free"] = scan_free  # benchmark-only entry: never exported for use
+@contextlib.contextmanager
+def block_scan_form(form: str):
+    """Export under the block scan ``form``: "block" (the real one) or "free" (``block_scan_free``)."""
+    if form == "block":
+        yield
+        return
+    real = mamba_module.block_scan
+    mamba_module.block_scan = block_scan_free
+    try:
+        yield
+    finally:
+        mamba_module.block_scan = real
 
 
 class OfflineWindow(nn.Module):
@@ -145,14 +153,15 @@ def _step_model(checkpoint: Path, graph: Path, backend: str) -> Path:
     return plan
 
 
-def measure(name: str, overrides: dict, scan: str, backend: str, threads: int, seconds: float, workdir: Path,
+def measure(name: str, overrides: dict, form: str, backend: str, threads: int, seconds: float, workdir: Path,
             peak: float) -> dict:  # fmt: skip
     torch.manual_seed(0)
     model = build_model("ssamba-kws", num_classes=12, **overrides).eval()
     checkpoint = save_model(model, workdir / f"{name}-ckpt")
-    graph = workdir / f"{name}-{scan}.onnx"
+    graph = workdir / f"{name}-{form}.onnx"
     if not graph.exists():
-        export_onnx(checkpoint, graph, scan=scan)
+        with block_scan_form(form):
+            export_onnx(checkpoint, graph)
     session = StreamingSession(_step_model(checkpoint, graph, backend), backend=backend, threads=threads)
     chunk = session.spec.chunk_samples
     audio = test_signal(seconds)
@@ -171,7 +180,7 @@ def measure(name: str, overrides: dict, scan: str, backend: str, threads: int, s
     hop = chunk / session.sample_rate
     step_flops = sum(graph_flops(graph, _step_feeds(session)).values())
     return {
-        "model": name, "params": sum(p.numel() for p in model.parameters()), "scan": scan, "backend": backend,
+        "model": name, "params": sum(p.numel() for p in model.parameters()), "scan": form, "backend": backend,
         "threads": threads, "rtf": step_times.mean() / hop, "p50": np.median(step_times),
         "p99": np.percentile(step_times, 99), "window_rtf": window_times.mean() / hop,
         "window_p50": np.median(window_times), "blocks": len(blocks), "flops_per_second": step_flops / hop,
@@ -199,8 +208,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio streamed per measurement")
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument(
-        "--scan", nargs="+", default=["unrolled"], choices=["unrolled", "cumsum", "segsum", "free"],
-        help="graph scan form; 'free' replaces the scan by a no-op to bound a fused kernel's gain",
+        "--scan", nargs="+", default=["block"], choices=["block", "free"],
+        help="'block': the step graph's block scan; 'free' replaces it by a no-op to bound a fused kernel's gain",
     )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--backends", nargs="+", default=["onnxruntime"], choices=BACKENDS)
@@ -214,17 +223,17 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     peaks: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for backend, name, scan, threads in itertools.product(args.backends, args.models, args.scan, args.threads):
+        for backend, name, form, threads in itertools.product(args.backends, args.models, args.scan, args.threads):
             missing = gpu_missing(backend)
             if missing:
-                print(f"| {name} | | {backend} | {scan} | {threads} | skipped: {missing} |||||||||")
+                print(f"| {name} | | {backend} | {form} | {threads} | skipped: {missing} |||||||||")
                 continue
             on_gpu = backend in ("onnxruntime-cuda", "tensorrt")
             key = ("gpu", 0) if on_gpu else ("cpu", threads)
             if key not in peaks:
                 peaks[key] = gpu_peak_flops() if on_gpu else measured_peak_flops(threads)
                 print(f"peak {key[0]} ({key[1]} threads): {peaks[key] / 1e9:.1f} GFLOP/s fp32 GEMM", flush=True)
-            r = measure(name, MODELS[name], scan, backend, threads, args.seconds, Path(tmp), peaks[key])
+            r = measure(name, MODELS[name], form, backend, threads, args.seconds, Path(tmp), peaks[key])
             print(
                 f"| {r['model']} | {r['params'] / 1e6:.2f}M | {backend} | {r['scan']} | {r['threads']} | "
                 f"{r['rtf']:.4f} | {r['p50'] * 1e3:.2f} | {r['p99'] * 1e3:.2f} | {r['window_rtf']:.4f} | "

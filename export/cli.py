@@ -29,7 +29,8 @@ def onnx(
         int | None, typer.Option(help="tokens per step (20 ms each); default: the checkpoint's")
     ] = None,
     scan: Annotated[
-        str, typer.Option(help="block scan in the graph: unrolled, cumsum (log-space) or segsum")
+        str, typer.Option(help="scan form for unidirectional layers: unrolled, cumsum (log-space) or segsum; "
+                      "bidirectional layers always use the channels-last block scan")
     ] = "unrolled",
     batch: Annotated[int, typer.Option(help="streams per call, fixed (faster); 0 = any number")] = 1,
     activation: Annotated[

@@ -1,9 +1,11 @@
-"""Selective scans for one short block, written in standard ops that export to ONNX and TensorRT.
+"""Selective scans in standard ops that export to ONNX and TensorRT, for the layers' generic scan.
 
-Inside the step graph a scan covers B tokens (8 by default), so the training scans' chunk loops and
-custom autograd are not needed; what matters is a graph of few, standard, well-fused ops. Two forms,
-same contract as ``ssamba_stream.model.scan.selective_scan`` (B and C variable (batch, n, L) or
-grouped (batch, g, n, L)):
+A bidirectional layer's one-block streaming step does not use these: it runs both directions through
+``ssamba_stream.model.block_scan`` (channels-last, the step graph's hot path). These forms serve the
+scan calls that remain in traced graphs (unidirectional layers, multi-block chunks, offline windows),
+where the training scans' chunk loops and custom autograd do not trace. Three forms, same contract
+as ``ssamba_stream.model.scan.selective_scan`` (B and C variable (batch, n, L) or grouped
+(batch, g, n, L)):
 
 - ``scan_unrolled``: the recurrence written out over the L steps (many small ops; exact);
 - ``scan_segsum``: the whole block at once through pairwise decays exp(cum_t - cum_s), s <= t, a

@@ -1,7 +1,7 @@
 """Export a streaming checkpoint as an ONNX step graph plus its JSON sidecar.
 
-The graph is ``StreamStep`` traced with the block scan swapped for a standard-op form (see
-graph_scan.py): inputs ``pcm`` (batch, B*320) and the state tensors, outputs ``posteriors``,
+The graph is ``StreamStep`` traced: bidirectional layers run their one-block path (the
+channels-last ``block_scan``), any other scan is swapped for a standard-op form (see graph_scan.py): inputs ``pcm`` (batch, B*320) and the state tensors, outputs ``posteriors``,
 ``logits``, ``features`` and the new state as ``<name>_out``. The batch dimension is dynamic, so
 one graph serves several streams.
 """
@@ -27,7 +27,7 @@ from ssamba_stream.runtime.spec import BATCH, TASKS, StreamModelSpec, TensorSpec
 from .graph_scan import GRAPH_SCANS
 
 DEFAULT_OPSET = 17
-DEFAULT_SCAN = "unrolled"  # fastest exact form on CPU (benchmarks/streaming.py); segsum/cumsum for others
+DEFAULT_SCAN = "unrolled"  # generic scan form (unidirectional layers); see graph_scan.py
 
 
 def build_step(

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .block_scan import block_scan, softplus
 from .scan import selective_scan
 
 
@@ -248,47 +249,51 @@ class Mamba(nn.Module):
         Feeding a sequence chunk by chunk from ``init_state`` gives the same output as ``forward``.
         """
         self.check_streamable(hidden.shape[1])
-        x, z = self._split(hidden)
         if self.bidirectional and hidden.shape[1] == self.backward_block:
-            y_fwd, y_bwd, new_state = self._one_block_both_directions(x, z, state)
-            return self._combine(y_fwd, y_bwd), new_state
+            return self._one_block_both_directions(hidden, state)
+        x, z = self._split(hidden)
         y_fwd, new_state = self._scan("", x, z, state.conv, state.ssm, return_state=True)
         y_bwd = self._backward_blocks(x, z) if self.bidirectional else None
         return self._combine(y_fwd, y_bwd), new_state
 
-    def _one_block_both_directions(self, x: Tensor, z: Tensor, state: MixerState) -> tuple[Tensor, Tensor, MixerState]:
+    def _one_block_both_directions(self, hidden: Tensor, state: MixerState) -> tuple[Tensor, MixerState]:
         """Both directions over exactly one block: forward from the carried state, backward from zero.
 
-        The directions are stacked along the channels (2 * d_inner, the backward half time-flipped)
-        so the conv, the projections and the scan run once: an exported step graph then has about
-        half the nodes of two separate passes. Same result as ``_scan`` + ``_backward_blocks``.
+        The step graph's hot path. The directions are stacked as two groups (the backward one
+        time-flipped) so every op runs once for both, and everything stays channels-last
+        (batch, [group,] time, channel) from in_proj to out_proj: the conv is a gather of each
+        step's d_conv taps and one multiply-sum, and the scan is ``block_scan``, so an exported
+        graph has no large transposes and few nodes.
+        Same result as ``_scan`` + ``_backward_blocks``.
         """
-        # Sizes from attributes (not tensor shapes) and zeros by padding keep an exported graph free
-        # of shape arithmetic.
-        d, length = self.d_inner, self.backward_block
-        both_x = torch.cat([x, x.flip(-1)], dim=1)
-        padded = torch.cat([F.pad(state.conv.to(x.dtype), (0, 0, 0, d)), both_x], dim=-1)
-        conv_bias = None if self.conv1d.bias is None else torch.cat([self.conv1d.bias, self.conv1d_b.bias])
-        conv_weight = torch.cat([self.conv1d.weight, self.conv1d_b.weight])
-        u = F.silu(F.conv1d(padded, conv_weight, conv_bias, groups=2 * d))  # (batch, 2d, L)
+        # Sizes from attributes (not tensor shapes) keep an exported graph free of shape arithmetic.
+        d, length, width = self.d_inner, self.backward_block, self.d_conv
+        x, z = self.in_proj(hidden).split([d, d], dim=-1)  # (batch, L, d) each
+        both_x = torch.cat([x, x.flip(1)], dim=-1)  # (batch, L, 2d): backward half time-flipped
+        history = F.pad(state.conv.to(x.dtype).transpose(1, 2), (0, d))  # backward conv starts from zeros
+        padded = torch.cat([history, both_x], dim=1)  # (batch, d_conv - 1 + L, 2d)
+        weight = torch.cat([self.conv1d.weight, self.conv1d_b.weight])[:, 0].t()  # (d_conv, 2d)
+        taps = torch.arange(length, device=x.device)[:, None] + torch.arange(width, device=x.device)
+        conv = (padded[:, taps] * weight).sum(2)  # one Gather, Mul and ReduceSum in a graph
+        if self.conv1d.bias is not None:
+            conv = conv + torch.cat([self.conv1d.bias, self.conv1d_b.bias])
+        u = F.silu(conv).view(-1, length, 2, d).transpose(1, 2)  # (batch, 2, L, d)
         x_proj = torch.stack([self.x_proj.weight, self.x_proj_b.weight]).transpose(1, 2)  # (2, d, k)
-        x_dbl = u.view(-1, 2, d, length).transpose(2, 3) @ x_proj  # (batch, 2, L, k)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt, B, C = torch.split(u @ x_proj, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt_weight = torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]).transpose(1, 2)  # (2, r, d)
-        delta = (dt @ dt_weight).transpose(2, 3).reshape(-1, 2 * d, length)
-        y, last = self.scan_fn(
+        dt_bias = torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]).unsqueeze(1)  # (2, 1, d)
+        y, last = block_scan(
             u,
-            delta,
-            -torch.exp(torch.cat([self.A_log, self.A_b_log]).float()),
-            B.transpose(2, 3),  # (batch, 2 groups, N, L): group 0 feeds the forward channels
-            C.transpose(2, 3),
-            torch.cat([self.D, self.D_b]).float(),
-            z=torch.cat([z, z.flip(-1)], dim=1),
-            delta_bias=torch.cat([self.dt_proj.bias, self.dt_proj_b.bias]).float(),
-            delta_softplus=True,
-            initial_state=F.pad(state.ssm, (0, 0, 0, d)),
-            return_last_state=True,
-            impl=self.scan_impl,
+            softplus(dt @ dt_weight + dt_bias),
+            -torch.exp(torch.stack([self.A_log, self.A_b_log]).float()).transpose(1, 2),  # (2, n, d)
+            B,
+            C,
+            torch.stack([self.D, self.D_b]).unsqueeze(1),
+            torch.cat([z, z.flip(1)], dim=-1).view(-1, length, 2, d).transpose(1, 2),
+            F.pad(state.ssm.transpose(1, 2).unsqueeze(1), (0, 0, 0, 0, 0, 1)),  # (batch, 2, n, d)
         )
-        new_state = MixerState(padded[:, :d, -(self.d_conv - 1) :], last[:, :d])
-        return y[:, :d], y[:, d:].flip(-1), new_state
+        y = y[:, 0] + y[:, 1].flip(1)  # (batch, L, d)
+        if self.divide_out:
+            y = y / 2
+        new_conv = padded[:, -(width - 1) :, :d].transpose(1, 2)
+        return self.out_proj(y.to(hidden.dtype)), MixerState(new_conv, last[:, 0].transpose(1, 2))
