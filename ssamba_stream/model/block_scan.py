@@ -7,8 +7,9 @@ step in plain tensor ops, it traces to a small ONNX/TensorRT graph and runs eage
 Layout: (batch, group, time, [state,] channel), channels innermost. Every large broadcast then
 multiplies contiguous rows of channels (onnxruntime's CPU kernels run such broadcasts several times
 faster than the 1-element spans of a (channel, time, state) layout), the per-step slices are
-contiguous, and the output's sum over states is one batched MatMul. Every tensor it takes comes
-straight out of a MatMul of the mixer, so the graph needs no large transposes.
+contiguous, and the output's sum over states is one batched MatMul. The mixer produces its inputs
+in this layout (delta, B and C straight from MatMuls; u and z by small (B x 2d) transposes), so the
+graph moves no state-sized tensor between layouts.
 """
 
 from __future__ import annotations
