@@ -157,7 +157,7 @@ def test_two_process_torchrun_run_keeps_replicas_identical(keyword_set, tmp_path
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
                *kws_args(keyword_set, out, "epochs=1", "data.batch_size=8")]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=ENV)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     metadata = json.loads((out / "final" / "config.json").read_text())["metadata"]
     digests = metadata["replica_sha256"]
