@@ -144,22 +144,35 @@ class Detector:
             )
         window = self.config.smoothing_blocks
         history = np.concatenate([self._recent, posteriors])
+        smoothed = _window_means(history, len(self._recent), window)  # one row per new block
+        passing = self.keyword & (smoothed >= self.thresholds)
+        margin = np.where(passing, smoothed, -np.inf)
         events = []
-        first = len(self._recent)
-        for row in range(first, len(history)):
-            start = max(0, row + 1 - window)
-            smoothed = history[start : row + 1].mean(axis=0)  # the same sums however the stream was cut
-            time = self.block_end_time(self._blocks + row - first)
+        for row in np.flatnonzero(passing.any(axis=1)):  # few rows pass: only they need the refractory check
+            time = self.block_end_time(self._blocks + int(row))
             if time - self._last_fire < self.config.refractory_seconds - 1e-9:
                 continue
-            margin = np.where(self.keyword & (smoothed >= self.thresholds), smoothed, -np.inf)
-            best = int(np.argmax(margin))
-            if np.isfinite(margin[best]):
-                events.append(Event(time, self.labels[best], float(smoothed[best])))
-                self._last_fire = time
+            best = int(np.argmax(margin[row]))
+            events.append(Event(time, self.labels[best], float(smoothed[row, best])))
+            self._last_fire = time
         self._recent = history[-(window - 1) :] if window > 1 else history[:0]
         self._blocks += len(posteriors)
         return events
+
+
+def _window_means(history: np.ndarray, first: int, window: int) -> np.ndarray:
+    """Mean of the last ``window`` rows (fewer at the stream's start) ending at each row from ``first`` on.
+
+    Each mean is computed from its window's values alone, so it is the same however the stream was
+    cut into calls; all full windows at once (the threshold sweeps replay hours of blocks).
+    """
+    full_from = max(first, window - 1)  # rows before this have fewer than ``window`` rows behind them
+    partial = [history[: row + 1].mean(axis=0) for row in range(first, min(full_from, len(history)))]
+    parts = [np.array(partial).reshape(-1, history.shape[1])]
+    if len(history) > full_from:
+        views = np.lib.stride_tricks.sliding_window_view(history, window, axis=0)  # (rows, classes, window)
+        parts.append(views[full_from - window + 1 :].mean(axis=-1))
+    return np.concatenate(parts)
 
 
 def detect(

@@ -76,6 +76,38 @@ def test_streaming_in_pieces_equals_offline():
     assert detector.update(probs) == offline
 
 
+def reference_events(probs, config):
+    """The detector's definition, block by block: mean of the last w blocks, refractory, best keyword."""
+    keyword = np.array([label not in config.ignore for label in LABELS])
+    events, last = [], -np.inf
+    for row in range(len(probs)):
+        smoothed = probs[max(0, row + 1 - config.smoothing_blocks) : row + 1].mean(axis=0)
+        time = (row + 1) * BLOCK
+        passing = keyword & (smoothed >= config.threshold)
+        if passing.any() and time - last >= config.refractory_seconds - 1e-9:
+            best = int(np.argmax(np.where(passing, smoothed, -np.inf)))
+            events.append((round(time, 6), LABELS[best], smoothed[best]))
+            last = time
+    return events
+
+
+@pytest.mark.parametrize("window", [1, 2, 8])
+def test_vectorised_detector_follows_its_definition(window):
+    rng = np.random.default_rng(window)
+    logits = rng.normal(size=(400, len(LABELS))) * 3
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    config = DetectorConfig(threshold=0.55, smoothing_blocks=window, refractory_seconds=0.3)
+    want = reference_events(probs, config)
+    assert len(want) > 5
+    detector, got, start = Detector(LABELS, BLOCK, config), [], 0
+    while start < len(probs):
+        size = int(rng.integers(0, 11))
+        got += detector.update(probs[start : start + size])
+        start += size
+    assert [(round(e.time, 6), e.label) for e in got] == [(t, label) for t, label, _ in want]
+    assert np.allclose([e.score for e in got], [score for *_, score in want], rtol=1e-12)
+
+
 def test_sidecar_defaults_and_overrides():
     config = DetectorConfig.from_sidecar(
         {
