@@ -1,7 +1,8 @@
 """Export a streaming checkpoint as an ONNX step graph plus its JSON sidecar.
 
 The graph is ``StreamStep`` traced: bidirectional layers run their one-block path (the
-channels-last ``block_scan``), any other scan is swapped for a standard-op form (see graph_scan.py): inputs ``pcm`` (batch, B*320) and the state tensors, outputs ``posteriors``,
+channels-last ``block_scan``), any other scan is swapped for a standard-op form (see
+graph_scan.py). Inputs ``pcm`` (batch, B*320) and the state tensors; outputs ``posteriors``,
 ``logits``, ``features`` and the new state as ``<name>_out``. The batch dimension is dynamic, so
 one graph serves several streams.
 """

@@ -194,11 +194,16 @@ class Mamba(nn.Module):
         y = y.flip(-1)[..., :block].reshape(-1, n_blocks, d_inner, block)
         return y.permute(0, 2, 1, 3).reshape(-1, d_inner, n_blocks * block)[..., :length]
 
+    def _merge_directions(self, y_fwd: Tensor, y_bwd: Tensor | None) -> Tensor:
+        """Sum of the directions' outputs (halved with ``divide_out``), in whatever layout they come."""
+        if y_bwd is None:
+            return y_fwd
+        y = y_fwd + y_bwd
+        return y / 2 if self.divide_out else y
+
     def _combine(self, y_fwd: Tensor, y_bwd: Tensor | None) -> Tensor:
-        y = y_fwd if y_bwd is None else y_fwd + y_bwd
-        if y_bwd is not None and self.divide_out:
-            y = y / 2
-        return self.out_proj(y.transpose(1, 2))
+        """out_proj of the merged directions, from (batch, d_inner, L)."""
+        return self.out_proj(self._merge_directions(y_fwd, y_bwd).transpose(1, 2))
 
     def _split(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         xz = self.in_proj(hidden).transpose(1, 2)  # (batch, 2*d_inner, L)
@@ -292,8 +297,6 @@ class Mamba(nn.Module):
             torch.cat([z, z.flip(1)], dim=-1).view(-1, length, 2, d).transpose(1, 2),
             F.pad(state.ssm.transpose(1, 2).unsqueeze(1), (0, 0, 0, 0, 0, 1)),  # (batch, 2, n, d)
         )
-        y = y[:, 0] + y[:, 1].flip(1)  # (batch, L, d)
-        if self.divide_out:
-            y = y / 2
+        y = self._merge_directions(y[:, 0], y[:, 1].flip(1))  # (batch, L, d): channels-last, no transpose
         new_conv = padded[:, -(width - 1) :, :d].transpose(1, 2)
         return self.out_proj(y.to(hidden.dtype)), MixerState(new_conv, last[:, 0].transpose(1, 2))
