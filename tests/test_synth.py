@@ -178,6 +178,7 @@ def test_missing_espeak_is_one_line_exit_2(tmp_path: Path) -> None:
     [
         (["--keywords", ""], "keyword list is empty"),
         (["--keywords", "yes,no", "--unknown-words", "no,cat"], "both keyword and unknown: no"),
+        (["--keywords", "yes,no", "--unknown-words", "cat,know"], "'know' sounds as 'no' (n'oU)"),
         (
             ["--voices", "en-us", "--variants", "m3", "--val-voices", "1", "--test-voices", "1"],
             "none of the 2",
@@ -194,6 +195,13 @@ def test_bad_arguments_are_one_line_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@needs_espeak
+def test_default_unknown_words_are_close_to_keywords_but_never_homophones() -> None:
+    synth.check_no_homophones(synth.DEFAULT_KEYWORDS, synth.DEFAULT_UNKNOWN_WORDS)
+    spelled = dict(zip(("no", "note", "go", "goat"), synth.phonemes(["no", "note", "go", "goat"]), strict=True))
+    assert spelled["note"] == spelled["no"] + "t" and spelled["goat"] == spelled["go"] + "t"
 
 
 def test_non_empty_output_needs_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

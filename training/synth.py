@@ -46,10 +46,12 @@ CLIPS_CSV = "synth_clips.csv"
 NOISE_KINDS = ("white", "pink", "brown", "babble")
 
 DEFAULT_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
-# Other short words, several of them close to a keyword ("yet"/"yes", "know"/"no", "cup"/"up",
+# Other short words, several of them close to a keyword ("yet"/"yes", "note"/"no", "cup"/"up",
 # "town"/"down", "light"/"right", "of"/"off", "top"/"stop", "goat"/"go"), so that "unknown" is hard.
+# Close, never the same: a homophone ("know"/"no") would label one sound both ways, and a stream
+# full of them could only be scored as false accepts (build_dataset refuses one).
 DEFAULT_UNKNOWN_WORDS = (
-    "yet", "know", "cup", "town", "light", "bright", "one", "of", "top", "goat", "dog", "bed",
+    "yet", "note", "cup", "town", "light", "bright", "one", "of", "top", "goat", "dog", "bed",
     "bird", "cat", "happy", "house", "marvin", "sheila", "tree", "wow", "zero", "two", "four",
     "five", "nine", "learn", "follow", "forward",
 )  # fmt: skip
@@ -85,6 +87,7 @@ SPLIT_GAP_S = 0.3  # silences this long separate words (stop closures last < 0.1
 WORD_PAD_S = 0.005  # kept around the audible part of a word so that resampling keeps its edges
 BATCH_WORDS = 8  # words per espeak-ng call; each call has its own random parameters
 PROBE_TEXT = "Park the car by the water, then dance on the bath mat."
+HOMOPHONE_VOICE = "en-us"  # accent whose phoneme spelling decides whether two words are homophones
 NOT_INSTALLED = "espeak-ng is not installed: apt-get install espeak-ng"
 _WORD_RE = re.compile(r"^[a-z]+(?:['-][a-z]+)*$")
 
@@ -135,11 +138,33 @@ def espeak_version() -> str:
     return match.group(1) if match else text.strip()
 
 
-def _espeak_text(args: list[str]) -> str:
-    proc = subprocess.run([espeak_path(), *args], capture_output=True, text=True)
+def _espeak_text(args: list[str], stdin: str | None = None) -> str:
+    proc = subprocess.run([espeak_path(), *args], capture_output=True, text=True, input=stdin)
     if proc.returncode != 0:
         raise EspeakError(f"espeak-ng {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def phonemes(words: Sequence[str], voice: str = HOMOPHONE_VOICE) -> list[str]:
+    """espeak-ng's phoneme spelling of each word (``-x``), one call for all of them."""
+    lines = _espeak_text(["-q", "-x", "-v", voice], stdin="".join(f"{word}\n" for word in words)).splitlines()
+    spelled = [line.strip() for line in lines if line.strip()]
+    if len(spelled) != len(words):
+        raise EspeakError(f"espeak-ng -x gave {len(spelled)} phoneme lines for {len(words)} words")
+    return spelled
+
+
+def check_no_homophones(keywords: Sequence[str], unknown: Sequence[str], voice: str = HOMOPHONE_VOICE) -> None:
+    """Refuse unknown words that espeak-ng says exactly as a keyword: their clips would teach nothing."""
+    spelled = phonemes([*keywords, *unknown], voice)
+    keyword_of = dict(zip(spelled[: len(keywords)], keywords, strict=True))
+    clashes = [
+        f"{word!r} sounds as {keyword_of[sound]!r} ({sound})"
+        for word, sound in zip(unknown, spelled[len(keywords) :], strict=True)
+        if sound in keyword_of
+    ]
+    if clashes:
+        raise SynthError(f"unknown word(s) {'; '.join(clashes)}: remove them from --unknown-words")
 
 
 def _espeak_raw(text: str, speaker: str, params: SpeechParams, ssml: bool = False) -> tuple[np.ndarray, int]:
@@ -589,7 +614,7 @@ def build_dataset(config: SynthConfig) -> dict[str, Any]:
     goes to a temporary sibling folder that replaces ``out`` only once complete.
     """
     unknown = _validate(config)
-    espeak_path()
+    check_no_homophones(config.keywords, unknown)
     speakers = list_speakers(config.voices, config.variants)
     ids = [speaker_id(s) for s in speakers]
     if len(set(ids)) != len(ids):
