@@ -17,7 +17,7 @@ def evaluate(
         Path, typer.Option("--stream", help="stream WAV (training/stream_builder.py writes one)")
     ],
     labels: Annotated[
-        Path | None, typer.Option("--labels", help="ground truth start,end,label CSV (default: STREAM.csv)")
+        Path | None, typer.Option("--labels", help="ground truth start,end,label[,word] CSV (default: STREAM.csv)")
     ] = None,
     model: ModelOption = None,
     backend: BackendOption = "onnxruntime",

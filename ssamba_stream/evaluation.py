@@ -7,7 +7,8 @@ and the detector is replayed on its posteriors for a sweep of thresholds; the DE
 against FA/h) shows the trade-off, and "FRR at <= 1 FA/h" condenses it into one number.
 
 Ground truth is a CSV with header ``start,end,label`` (seconds; ``training/stream_builder.py``
-writes one). An event matches a keyword occurrence of its own label when its time lies in
+writes one), optionally with a fourth column ``word``: what was said (``town`` for an
+``_unknown_``), so that false accepts can be traced to the words that set them off. An event matches a keyword occurrence of its own label when its time lies in
 ``[start, end + tolerance]`` (events fire after the word, at the end of their block); each
 occurrence matches at most once. Every other event is a false accept. Labels the detector
 ignores (``_unknown_``, ``_silence_``) are words to stay silent on, not keywords.
@@ -22,6 +23,7 @@ import csv
 import dataclasses
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,8 @@ DEFAULT_THRESHOLDS = tuple(round(0.05 + 0.01 * i, 2) for i in range(95)) + tuple
 TARGET_FRR = 0.05  # the goal the DET plot marks: 5% FRR at 1 FA/h
 TARGET_FA_PER_HOUR = 1.0
 HEADER = ["start", "end", "label"]
+WORD_COLUMN = "word"  # optional fourth column: the word spoken
+NOTHING_SAID = "(no word)"  # what a false accept in silence or noise was said on
 MATPLOTLIB_MISSING = "install matplotlib: pip install 'ssamba-stream[eval]'"
 END_SLACK_SECONDS = 0.05  # labels may end this far past the audio (rounding in the CSV)
 
@@ -52,10 +56,15 @@ class Occurrence:
     start: float
     end: float
     label: str
+    word: str = ""  # the word spoken, when the labels file says
+
+    @property
+    def said(self) -> str:
+        return self.word or self.label
 
 
 def read_ground_truth(path: str | os.PathLike) -> list[Occurrence]:
-    """The occurrences of a ``start,end,label`` CSV; a malformed file is a one-line UserError."""
+    """The occurrences of a ``start,end,label[,word]`` CSV; a malformed file is a one-line UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
@@ -63,15 +72,16 @@ def read_ground_truth(path: str | os.PathLike) -> list[Occurrence]:
         )
     with open(path, newline="", encoding="utf-8") as file:
         rows = list(csv.reader(file))
-    if not rows or [cell.strip() for cell in rows[0]] != HEADER:
-        raise UserError(f"labels file {path} must start with the header row start,end,label")
-    return [_occurrence(path, number, row) for number, row in enumerate(rows[1:], start=2) if row]
+    header = [cell.strip() for cell in rows[0]] if rows else []
+    if header not in (HEADER, [*HEADER, WORD_COLUMN]):
+        raise UserError(f"labels file {path} must start with the header row start,end,label[,word]")
+    return [_occurrence(path, number, row, header) for number, row in enumerate(rows[1:], start=2) if row]
 
 
-def _occurrence(path: Path, line: int, row: list[str]) -> Occurrence:
+def _occurrence(path: Path, line: int, row: list[str], header: list[str]) -> Occurrence:
     where = f"labels file {path} line {line}"
-    if len(row) != 3 or not row[2].strip():
-        raise UserError(f"{where}: expected start,end,label, got {','.join(row)!r}")
+    if len(row) != len(header) or not row[2].strip():
+        raise UserError(f"{where}: expected {','.join(header)}, got {','.join(row)!r}")
     try:
         start, end = float(row[0]), float(row[1])
     except ValueError:
@@ -80,7 +90,7 @@ def _occurrence(path: Path, line: int, row: list[str]) -> Occurrence:
         ) from None
     if not (math.isfinite(start) and math.isfinite(end) and 0 <= start <= end):
         raise UserError(f"{where}: need 0 <= start <= end, got start {start}, end {end}")
-    return Occurrence(start, end, row[2].strip())
+    return Occurrence(start, end, row[2].strip(), row[3].strip() if len(row) > 3 else "")
 
 
 class _Windows:
@@ -104,6 +114,11 @@ class _Windows:
     def end(self, index: int) -> float:
         return self.items[index].end
 
+    def latest(self, time: float) -> Occurrence | None:
+        """The occurrence that began last among those whose window holds ``time``."""
+        found = self.containing(time)
+        return self.items[max(found)] if found else None
+
 
 @dataclass(frozen=True)
 class Matching:
@@ -111,8 +126,12 @@ class Matching:
     inside the window of a keyword of another label."""
 
     hits: int
-    false_accepts: int
     wrong_label: int
+    unmatched: tuple[Event, ...]  # the false accepts
+
+    @property
+    def false_accepts(self) -> int:
+        return len(self.unmatched)
 
 
 def match_events(events: Sequence[Event], keywords: Sequence[Occurrence], tolerance: float) -> Matching:
@@ -124,7 +143,8 @@ def match_events(events: Sequence[Event], keywords: Sequence[Occurrence], tolera
     }
     every = _Windows(keywords, tolerance)
     used: set[tuple[str, int]] = set()
-    hits = false_accepts = wrong_label = 0
+    hits = wrong_label = 0
+    unmatched = []
     for event in sorted(events, key=lambda e: e.time):
         own = windows.get(event.label)
         free = [i for i in own.containing(event.time) if (event.label, i) not in used] if own else []
@@ -132,9 +152,35 @@ def match_events(events: Sequence[Event], keywords: Sequence[Occurrence], tolera
             used.add((event.label, min(free, key=own.end)))
             hits += 1
             continue
-        false_accepts += 1
+        unmatched.append(event)
         wrong_label += any(every.items[i].label != event.label for i in every.containing(event.time))
-    return Matching(hits, false_accepts, wrong_label)
+    return Matching(hits, wrong_label, tuple(unmatched))
+
+
+@dataclass(frozen=True)
+class FalseAccept:
+    """A false accept and the word it fired on (the latest one whose window holds it)."""
+
+    time: float
+    label: str
+    score: float
+    said: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"time": round(self.time, 3), "label": self.label, "score": round(self.score, 4), "said": self.said}
+
+
+def false_accepts(
+    events: Sequence[Event], occurrences: Sequence[Occurrence], keywords: Sequence[Occurrence], tolerance: float
+) -> list[FalseAccept]:
+    """The false accepts among ``events``, each with the word of ``occurrences`` (keywords and others)
+    it fired on, or ``NOTHING_SAID``: which words a model confuses with its keywords."""
+    spoken = _Windows(occurrences, tolerance)
+    result = []
+    for event in match_events(events, keywords, tolerance).unmatched:
+        word = spoken.latest(event.time)
+        result.append(FalseAccept(event.time, event.label, event.score, NOTHING_SAID if word is None else word.said))
+    return result
 
 
 @dataclass(frozen=True)
@@ -233,6 +279,7 @@ class StreamEvaluation:
     tolerance: float
     default: OperatingPoint
     sweep: tuple[OperatingPoint, ...]
+    default_false_accepts: tuple[FalseAccept, ...]  # at the default settings, with the words they fired on
 
     @property
     def keywords(self) -> int:
@@ -260,11 +307,20 @@ class StreamEvaluation:
             lines.append(
                 f"FRR at <= 1 FA/h: {best.frr:.1%} (threshold {best.threshold:.2f}, {best.fa_per_hour:.2f} FA/h)"
             )
+        if self.default_false_accepts:
+            lines.append(f"false accepts at the defaults, by what was said: {self.false_accept_sources()}")
         met = best is not None and best.frr <= TARGET_FRR
         lines.append(
             f"target FRR <= {TARGET_FRR:.0%} at <= {TARGET_FA_PER_HOUR:g} FA/h: {'met' if met else 'not met'}"
         )
         return "\n".join(lines)
+
+    def false_accept_sources(self, most: int = 10) -> str:
+        """``'down' on town x2, ...``: the commonest (keyword, word said) pairs among the default's false accepts."""
+        counts = Counter((fa.label, fa.said) for fa in self.default_false_accepts)
+        pairs = [f"'{label}' on {said} x{n}" for (label, said), n in counts.most_common(most)]
+        rest = len(counts) - len(pairs)
+        return ", ".join(pairs) + (f" and {rest} more" if rest > 0 else "")
 
     def to_json(self) -> dict[str, object]:
         best = self.best_at_target
@@ -276,6 +332,7 @@ class StreamEvaluation:
             "other_words": self.other_words,
             "tolerance_seconds": self.tolerance,
             "default": self.default.to_json(),
+            "default_false_accepts": [fa.to_json() for fa in self.default_false_accepts],
             "frr_at_1_fa_per_hour": None if best is None else best.to_json(),
             "sweep": [p.to_json() for p in self.sweep],
         }
@@ -337,7 +394,8 @@ def evaluate_stream(
     run = _run(stream, labels, model, backend, tolerance)
     config, posteriors = run.spotter.detector.config, run.posteriors
     hours = posteriors.seconds / 3600
-    default = operating_point(config.threshold, posteriors.events(config), run.keywords, hours, tolerance)
+    events = posteriors.events(config)
+    default = operating_point(config.threshold, events, run.keywords, hours, tolerance)
     return StreamEvaluation(
         stream=str(stream),
         model=str(run.spotter.model_path),
@@ -346,6 +404,7 @@ def evaluate_stream(
         tolerance=tolerance,
         default=default,
         sweep=tuple(sweep(posteriors, config, run.keywords, tolerance, thresholds)),
+        default_false_accepts=tuple(false_accepts(events, run.occurrences, run.keywords, tolerance)),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,10 @@ import soundfile as sf
 from ssamba_stream.errors import UserError
 from ssamba_stream.evaluation import (
     DEFAULT_THRESHOLDS,
+    NOTHING_SAID,
     Occurrence,
     StreamPosteriors,
+    false_accepts,
     match_events,
     operating_point,
     read_ground_truth,
@@ -68,6 +71,18 @@ def test_matching_gives_an_event_to_the_word_that_ends_first() -> None:
     words = [Occurrence(0.0, 0.5, "yes"), Occurrence(1.0, 1.4, "yes")]
     matching = match_events(events((1.2, "yes"), (2.0, "yes")), words, tolerance=1.0)
     assert (matching.hits, matching.false_accepts) == (2, 0)
+
+
+def test_false_accepts_name_the_word_they_fired_on() -> None:
+    town, yes_again = Occurrence(3.0, 3.4, "_unknown_", "town"), Occurrence(3.6, 4.0, "yes")
+    words = [YES, town, yes_again]
+    fired = events((1.6, "yes"), (2.0, "no"), (3.5, "down"), (4.2, "yes"), (4.3, "no"), (9.0, "yes"))
+    found = false_accepts(fired, words, [YES, yes_again], tolerance=1.0)
+    # 2.0 s: a wrong keyword on "yes"; 3.5 s: on "town"; 4.3 s: in both windows, the later word counts
+    assert [(fa.time, fa.label, fa.said) for fa in found] == [
+        (2.0, "no", "yes"), (3.5, "down", "town"), (4.3, "no", "yes"), (9.0, "yes", NOTHING_SAID)
+    ]
+    assert match_events(fired, [YES, yes_again], tolerance=1.0).false_accepts == len(found)
 
 
 def test_operating_point_rates_scale_with_duration() -> None:
@@ -126,6 +141,8 @@ def test_sweep_replaces_per_label_thresholds_and_keeps_counts_consistent() -> No
     [
         ("begin,end,label\n1,2,yes\n", "header row start,end,label"),
         ("", "header row start,end,label"),
+        ("start,end,label,speaker\n1,2,yes,a\n", r"header row start,end,label\[,word\]"),
+        ("start,end,label,word\n1,2,yes\n", "line 2: expected start,end,label,word"),
         ("start,end,label\n1,x,yes\n", "line 2: start and end must be numbers"),
         ("start,end,label\n1,2,yes\n3,2.5,no\n", "line 3: need 0 <= start <= end"),
         ("start,end,label\n1,2\n", "line 2: expected start,end,label"),
@@ -144,6 +161,8 @@ def test_ground_truth_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "labels.csv"
     path.write_text("start,end,label\n1.0,1.5,yes\n\n3.25,3.5,_unknown_\n")
     assert read_ground_truth(path) == [YES, Occurrence(3.25, 3.5, "_unknown_")]
+    path.write_text("start,end,label,word\n1.0,1.5,yes,yes\n3.25,3.5,_unknown_,town\n")
+    assert [o.said for o in read_ground_truth(path)] == ["yes", "town"]
     with pytest.raises(UserError, match="not found"):
         read_ground_truth(tmp_path / "missing.csv")
 
@@ -191,8 +210,11 @@ def test_stream_layout_and_labels(stream: stream_builder.BuiltStream) -> None:
     assert info.frames == stream.samples == 30 * SAMPLE_RATE
     with open(stream.csv, newline="") as file:
         rows = list(csv.DictReader(file))
-    assert list(rows[0]) == ["start", "end", "label"]
+    assert list(rows[0]) == ["start", "end", "label", "word"]
     assert [r["label"] for r in rows] == [p.label for p in stream.placements]
+    assert [r["word"] for r in rows] == [Path(p.path).parent.name for p in stream.placements]
+    assert all(r["word"] == r["label"] for r in rows if r["label"] != "_unknown_")
+    assert {r["word"] for r in rows if r["label"] == "_unknown_"} == {"yet", "cup"}
     assert {r["label"] for r in rows} == {"yes", "no", "_unknown_"} and stream.keyword_count >= 3
     spans = [(float(r["start"]), float(r["end"])) for r in rows]
     assert all(0 <= s < e <= 30.0 for s, e in spans)
@@ -295,6 +317,29 @@ def test_cli_end_to_end(stream: stream_builder.BuiltStream, model: Path, tmp_pat
     assert report["keywords"] == stream.keyword_count and report["other_words"] == stream.count("_unknown_")
     assert report["minutes"] == pytest.approx(0.5) and len(report["sweep"]) == len(DEFAULT_THRESHOLDS)
     assert Path(report["det_plot"]) == stream.wav.parent / "s_det.png"
+
+
+@needs_espeak
+def test_cli_names_the_words_false_accepts_fired_on(
+    stream: stream_builder.BuiltStream, model: Path, tmp_path: Path
+) -> None:
+    # The untrained model never reaches its default 0.5: a copy that fires at 0.05 makes false accepts.
+    eager = tmp_path / "eager.onnx"
+    eager.write_bytes(model.read_bytes())
+    sidecar = json.loads(model.with_suffix(".json").read_text())
+    sidecar["detector"]["threshold"] = 0.05
+    eager.with_suffix(".json").write_text(json.dumps(sidecar))
+    result = run_cli("evaluate", "--stream", stream.wav, "--model", eager, "--out", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    fired_on = report["default_false_accepts"]
+    assert len(fired_on) == report["default"]["false_accepts"] > 0
+    assert {fa["said"] for fa in fired_on} <= {"yes", "no", "yet", "cup", NOTHING_SAID}
+    assert [fa["time"] for fa in fired_on] == sorted(fa["time"] for fa in fired_on)
+    text = run_cli("evaluate", "--stream", stream.wav, "--model", eager, "--out", tmp_path).stdout
+    listed = re.search(r"false accepts at the defaults, by what was said: (.*)", text)
+    pairs = re.findall(r"'(?:yes|no)' on (?:yes|no|yet|cup|\(no word\)) x(\d+)", listed.group(1))
+    assert sum(map(int, pairs)) == len(fired_on) or "more" in listed.group(1), text
 
 
 @needs_espeak

@@ -5,8 +5,9 @@ keywords it misses and how often it fires on nothing. This builds the audio that
 a data set in the Speech Commands v2 layout: keyword clips of one held-out split (default the
 testing list, whose voices training never heard), interleaved with unknown words of the same
 split, separated by random silences, with ``_background_noise_`` mixed underneath at a set SNR.
-``S.csv`` next to ``S.wav`` lists every word as ``start,end,label`` in seconds: the audible span
-found by energy (not the 1 s clip bounds), unknown words labelled ``_unknown_``.
+``S.csv`` next to ``S.wav`` lists every word as ``start,end,label,word`` in seconds: the audible span
+found by energy (not the 1 s clip bounds), unknown words labelled ``_unknown_``, and in a fourth
+column the word spoken, so that false accepts can be traced to the words that caused them.
 
 Usage::
 
@@ -70,6 +71,11 @@ class Placement:
     offset: int  # first sample of the whole clip
     start: int  # audible span [start, end)
     end: int
+
+    @property
+    def word(self) -> str:
+        """The word spoken: the clip's folder in the Speech Commands layout."""
+        return Path(self.path).parent.name
 
 
 @dataclass(frozen=True)
@@ -236,13 +242,13 @@ def _write_piece(wav: sf.SoundFile, speech: np.ndarray, noise: _NoiseTrack | Non
 def _write_labels(path: Path, placements: list[Placement]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow(["start", "end", "label"])
+        writer.writerow(["start", "end", "label", "word"])
         for p in placements:
-            writer.writerow([f"{p.start / SAMPLE_RATE:.4f}", f"{p.end / SAMPLE_RATE:.4f}", p.label])
+            writer.writerow([f"{p.start / SAMPLE_RATE:.4f}", f"{p.end / SAMPLE_RATE:.4f}", p.label, p.word])
 
 
 def build_stream(config: StreamConfig) -> BuiltStream:
-    """Write the stream WAV and its ``start,end,label`` CSV; deterministic for ``config.seed``."""
+    """Write the stream WAV and its ``start,end,label,word`` CSV; deterministic for ``config.seed``."""
     _check(config)
     samples = round(config.minutes * 60 * SAMPLE_RATE)
     placements, speech_power = _plan(config, _source_files(config), samples)
