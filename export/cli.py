@@ -85,16 +85,21 @@ def tune(
     stream: Annotated[Path, typer.Option(help="held-out labelled stream WAV (training/stream_builder.py)")],
     labels: Annotated[Path | None, typer.Option(help="its start,end,label CSV (default: STREAM.csv)")] = None,
     max_fa_per_hour: Annotated[float, typer.Option(help="false accepts per hour allowed")] = 1.0,
+    per_keyword: Annotated[
+        bool, typer.Option(help="also try one threshold per keyword (tune on a stream of hours)")
+    ] = False,
 ) -> None:
     """Tune the detector defaults (threshold, smoothing) on a held-out stream and store them in the sidecar."""
-    from ssamba_stream.evaluation import tune_detector
+    from ssamba_stream.evaluation import describe_thresholds, tune_detector
     from ssamba_stream.runtime.spec import sidecar_path, write_detector_defaults
 
-    config, point = tune_detector(stream, labels or stream.with_suffix(".csv"), model, max_fa_per_hour=max_fa_per_hour)
+    config, point = tune_detector(stream, labels or stream.with_suffix(".csv"), model,
+                                  max_fa_per_hour=max_fa_per_hour, per_keyword=per_keyword)  # fmt: skip
     write_detector_defaults(model, config.to_sidecar())
+    chosen = "".join(f" {label}={value:g}" for label, value in config.thresholds.items())
     typer.echo(
-        f"wrote {sidecar_path(model)}: threshold {config.threshold:.2f}, smoothing {config.smoothing_blocks} blocks "
-        f"(on {stream.name}: FRR {point.frr:.1%}, {point.fa_per_hour:.2f} FA/h)"
+        f"wrote {sidecar_path(model)}: {describe_thresholds(config)}{chosen}, smoothing {config.smoothing_blocks} "
+        f"blocks (on {stream.name}: FRR {point.frr:.1%}, {point.fa_per_hour:.2f} FA/h)"
     )
 
 

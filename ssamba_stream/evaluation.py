@@ -25,14 +25,14 @@ import math
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .audio import iter_audio_blocks
 from .errors import UserError
-from .kws import DetectorConfig, Event, detect
+from .kws import Detector, DetectorConfig, Event, smooth
 from .spotter import KeywordSpotter
 
 DEFAULT_TOLERANCE = 1.0  # seconds after a word's end in which its event still counts
@@ -128,6 +128,7 @@ class Matching:
     hits: int
     wrong_label: int
     unmatched: tuple[Event, ...]  # the false accepts
+    missed: tuple[Occurrence, ...] = ()  # keyword occurrences no event matched
 
     @property
     def false_accepts(self) -> int:
@@ -154,7 +155,8 @@ def match_events(events: Sequence[Event], keywords: Sequence[Occurrence], tolera
             continue
         unmatched.append(event)
         wrong_label += any(every.items[i].label != event.label for i in every.containing(event.time))
-    return Matching(hits, wrong_label, tuple(unmatched))
+    missed = [o for label, own in windows.items() for i, o in enumerate(own.items) if (label, i) not in used]
+    return Matching(hits, wrong_label, tuple(unmatched), tuple(sorted(missed, key=lambda o: o.start)))
 
 
 @dataclass(frozen=True)
@@ -237,9 +239,14 @@ class StreamPosteriors:
     labels: tuple[str, ...]
     block_seconds: float
     seconds: float  # audio length of the stream
+    _smoothed: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def events(self, config: DetectorConfig) -> list[Event]:
-        return detect(self.values, self.labels, self.block_seconds, config)
+        """The detector's events over the whole stream; smoothing is computed once per window length."""
+        window = config.smoothing_blocks
+        if window not in self._smoothed:
+            self._smoothed[window] = smooth(self.values, window)
+        return Detector(self.labels, self.block_seconds, config).update_smoothed(self._smoothed[window])
 
 
 def stream_posteriors(spotter: KeywordSpotter, path: str | os.PathLike) -> StreamPosteriors:
@@ -268,6 +275,14 @@ def sweep(
     return points
 
 
+def describe_thresholds(config: DetectorConfig) -> str:
+    """``threshold 0.96`` or ``per-keyword thresholds 0.81-0.99``, for one-line reports."""
+    if not config.thresholds:
+        return f"threshold {config.threshold:.2f}"
+    values = list(config.thresholds.values())
+    return f"per-keyword thresholds {min(values):.2f}-{max(values):.2f}"
+
+
 @dataclass(frozen=True)
 class StreamEvaluation:
     """FRR and FA/h of a model on one labelled stream: at its default detector settings and per threshold."""
@@ -280,6 +295,8 @@ class StreamEvaluation:
     default: OperatingPoint
     sweep: tuple[OperatingPoint, ...]
     default_false_accepts: tuple[FalseAccept, ...]  # at the default settings, with the words they fired on
+    detector: DetectorConfig  # the defaults the ``default`` point was scored at
+    misses_by_keyword: tuple[tuple[str, int, int], ...]  # at the defaults: (label, missed, occurrences)
 
     @property
     def keywords(self) -> int:
@@ -296,8 +313,11 @@ class StreamEvaluation:
         lines = [
             f"stream {Path(self.stream).name}: {self.seconds / 60:.1f} min, {self.keywords} keywords, "
             f"{self.other_words} other words; model {Path(self.model).name}",
-            f"default threshold {d.threshold:.2f}: FRR {d.frr:.1%} ({d.misses} of {d.keywords} missed), "
+            f"defaults ({describe_thresholds(self.detector)}, smoothing {self.detector.smoothing_blocks}): "
+            f"FRR {d.frr:.1%} ({d.misses} of {d.keywords} missed), "
             f"{d.fa_per_hour:.2f} FA/h ({d.false_accepts} false accepts, {d.wrong_label} of them wrong keywords)",
+            "missed at the defaults, by keyword: "
+            + ", ".join(f"{label} {missed}/{total}" for label, missed, total in self.misses_by_keyword),
         ]
         if best is None:
             lines.append(
@@ -332,6 +352,9 @@ class StreamEvaluation:
             "other_words": self.other_words,
             "tolerance_seconds": self.tolerance,
             "default": self.default.to_json(),
+            "detector": self.detector.to_sidecar(),
+            "misses_by_keyword": {label: {"missed": missed, "occurrences": total}
+                                  for label, missed, total in self.misses_by_keyword},  # fmt: skip
             "default_false_accepts": [fa.to_json() for fa in self.default_false_accepts],
             "frr_at_1_fa_per_hour": None if best is None else best.to_json(),
             "sweep": [p.to_json() for p in self.sweep],
@@ -396,6 +419,8 @@ def evaluate_stream(
     hours = posteriors.seconds / 3600
     events = posteriors.events(config)
     default = operating_point(config.threshold, events, run.keywords, hours, tolerance)
+    missed = Counter(o.label for o in match_events(events, run.keywords, tolerance).missed)
+    occurrences = Counter(o.label for o in run.keywords)
     return StreamEvaluation(
         stream=str(stream),
         model=str(run.spotter.model_path),
@@ -405,10 +430,87 @@ def evaluate_stream(
         default=default,
         sweep=tuple(sweep(posteriors, config, run.keywords, tolerance, thresholds)),
         default_false_accepts=tuple(false_accepts(events, run.occurrences, run.keywords, tolerance)),
+        detector=config,
+        misses_by_keyword=tuple((label, missed[label], n) for label, n in sorted(occurrences.items())),
     )
 
 
 SMOOTHING_CHOICES = (1, 2, 3, 4, 6, 8)  # blocks; longer windows trade latency for fewer false accepts
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One threshold of one keyword, scored with only that keyword able to fire."""
+
+    threshold: float
+    misses: int
+    false_accepts: int
+
+
+def _keyword_options(
+    posteriors: StreamPosteriors, config: DetectorConfig, keywords: Sequence[Occurrence], tolerance: float,
+    budget: int,
+) -> dict[str, list[_Option]]:  # fmt: skip
+    """Per keyword label, the sweep's thresholds scored alone: its misses and its false accepts.
+
+    Scanned from the highest threshold down, stopping at the first that alone spends more than
+    ``budget`` false accepts: lower ones fire more and could not be chosen (and there the replay,
+    which walks every event, is slowest)."""
+    options: dict[str, list[_Option]] = {}
+    for label in (name for name in posteriors.labels if name not in config.ignore):
+        alone = dataclasses.replace(config, thresholds={}, ignore=tuple(n for n in posteriors.labels if n != label))
+        count = sum(o.label == label for o in keywords)
+        options[label] = []
+        for threshold in reversed(DEFAULT_THRESHOLDS):
+            events = posteriors.events(dataclasses.replace(alone, threshold=threshold))
+            matching = match_events(events, keywords, tolerance)
+            if matching.false_accepts > budget:
+                break
+            options[label].append(_Option(threshold, count - matching.hits, matching.false_accepts))
+    return options
+
+
+def _spend_false_accepts(options: dict[str, list[_Option]], budget: int) -> dict[str, float] | None:
+    """Per-keyword thresholds with the fewest misses in all, their false accepts summed within ``budget``.
+
+    An exact knapsack over the integer false-accept count (the budget is a few per hour); ties go to
+    fewer false accepts, then to higher thresholds (more margin on unseen audio). None when some
+    keyword fires more than ``budget`` times at every threshold.
+    """
+    Plan = tuple[int, int, float, dict[str, float]]  # misses, false accepts, -sum of thresholds, choice
+    plans: list[Plan | None] = [(0, 0, 0.0, {})] + [None] * budget  # index: false accepts allowed so far
+    for label, choices in options.items():
+        grown: list[Plan | None] = [None] * (budget + 1)
+        for spent, plan in enumerate(plans):
+            if plan is None:
+                continue
+            for option in choices:
+                total = spent + option.false_accepts
+                if total > budget:
+                    continue
+                candidate = (plan[0] + option.misses, total, plan[2] - option.threshold,
+                             {**plan[3], label: option.threshold})  # fmt: skip
+                if grown[total] is None or candidate[:3] < grown[total][:3]:
+                    grown[total] = candidate
+        plans = grown
+    feasible = [plan for plan in plans if plan is not None]
+    return min(feasible, key=lambda plan: plan[:3])[3] if feasible else None
+
+
+def _per_keyword_config(
+    posteriors: StreamPosteriors, config: DetectorConfig, keywords: Sequence[Occurrence], tolerance: float,
+    max_fa_per_hour: float,
+) -> tuple[DetectorConfig, OperatingPoint] | None:  # fmt: skip
+    """``config`` with per-keyword thresholds from ``_spend_false_accepts``, scored with all keywords
+    live (one keyword's refractory period can mask another's event); None when it misses the budget."""
+    hours = posteriors.seconds / 3600
+    budget = math.floor(max_fa_per_hour * hours + 1e-9)
+    chosen = _spend_false_accepts(_keyword_options(posteriors, config, keywords, tolerance, budget), budget)
+    if chosen is None:
+        return None
+    tuned = dataclasses.replace(config, threshold=max(chosen.values()), thresholds=chosen).checked()
+    point = operating_point(tuned.threshold, posteriors.events(tuned), keywords, hours, tolerance)
+    return (tuned, point) if point.fa_per_hour <= max_fa_per_hour else None
 
 
 def tune_detector(
@@ -418,28 +520,55 @@ def tune_detector(
     *,
     max_fa_per_hour: float = TARGET_FA_PER_HOUR,
     smoothing: Sequence[int] = SMOOTHING_CHOICES,
+    per_keyword: bool = False,
     backend: str = "onnxruntime",
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> tuple[DetectorConfig, OperatingPoint]:
-    """The detector defaults (smoothing, threshold) with the lowest FRR at <= ``max_fa_per_hour`` on a
-    held-out labelled stream (ties: the higher threshold, for margin). Tune on validation voices and
-    report on test voices, so that the reported figure is not tuned on."""
+    """The detector defaults with the lowest FRR at <= ``max_fa_per_hour`` on a held-out labelled
+    stream (``tune_posteriors`` after one model pass). Tune on validation voices and report on test
+    voices, so that the reported figure is not tuned on."""
     run = _run(stream, labels, model, backend, tolerance)
-    base = run.spotter.detector.config
+    return tune_posteriors(run.posteriors, run.spotter.detector.config, run.keywords,
+                           max_fa_per_hour=max_fa_per_hour, smoothing=smoothing, per_keyword=per_keyword,
+                           tolerance=tolerance, stream=str(stream))  # fmt: skip
+
+
+def tune_posteriors(
+    posteriors: StreamPosteriors,
+    base: DetectorConfig,
+    keywords: Sequence[Occurrence],
+    *,
+    max_fa_per_hour: float = TARGET_FA_PER_HOUR,
+    smoothing: Sequence[int] = SMOOTHING_CHOICES,
+    per_keyword: bool = False,
+    tolerance: float = DEFAULT_TOLERANCE,
+    stream: str = "the stream",
+) -> tuple[DetectorConfig, OperatingPoint]:
+    """Smoothing and threshold with the lowest FRR at <= ``max_fa_per_hour`` (ties: fewer false
+    accepts, then the higher threshold, for margin, then less smoothing).
+
+    ``per_keyword``: also try one threshold per keyword, the stream's false-accept budget spent
+    where it buys the most hits (keywords differ: some have a near-homophone among the other
+    words, some do not); chosen only when it beats the best single threshold. Ten thresholds fit a
+    stream more closely than one: tune them on a long stream (hours)."""
     candidates = []
     for blocks in smoothing:
         config = dataclasses.replace(base, smoothing_blocks=blocks).checked()
-        for point in sweep(run.posteriors, config, run.keywords, tolerance):
+        for point in sweep(posteriors, config, keywords, tolerance):
             if point.fa_per_hour <= max_fa_per_hour:
-                candidates.append((point.frr, -point.threshold, blocks, point))
+                tuned = dataclasses.replace(config, threshold=point.threshold, thresholds={})
+                candidates.append((point.frr, point.false_accepts, -point.threshold, blocks, 0, tuned, point))
+        if per_keyword:
+            found = _per_keyword_config(posteriors, config, keywords, tolerance, max_fa_per_hour)
+            if found is not None:
+                candidates.append((found[1].frr, found[1].false_accepts, -found[1].threshold, blocks, 1, *found))
     if not candidates:
         raise UserError(
             f"no setting reaches {max_fa_per_hour:g} FA/h on {stream}: allow more (--max-fa-per-hour) or "
             "improve the model"
         )
-    _, _, blocks, point = min(candidates, key=lambda c: c[:3])
-    tuned = dataclasses.replace(base, smoothing_blocks=blocks, threshold=point.threshold, thresholds={})
-    return tuned, point
+    best = min(candidates, key=lambda c: c[:5])
+    return best[5], best[6]
 
 
 def write_sweep_csv(result: StreamEvaluation, path: str | os.PathLike) -> None:
@@ -469,7 +598,7 @@ def plot_det(result: StreamEvaluation, path: str | os.PathLike) -> None:
     fa, frr = [p.fa_per_hour for p in result.sweep], [100 * p.frr for p in result.sweep]
     axes.plot(fa, frr, "o-", ms=3, label="thresholds")
     d = result.default
-    axes.plot(d.fa_per_hour, 100 * d.frr, "s", color="tab:orange", label=f"default ({d.threshold:.2f})")
+    axes.plot(d.fa_per_hour, 100 * d.frr, "s", color="tab:orange", label=f"default ({describe_thresholds(result.detector)})")
     axes.plot(TARGET_FA_PER_HOUR, 100 * TARGET_FRR, "*", ms=14, color="tab:green", label="target")
     axes.axvline(TARGET_FA_PER_HOUR, color="tab:green", ls=":", lw=1)
     axes.axhline(100 * TARGET_FRR, color="tab:green", ls=":", lw=1)

@@ -51,12 +51,18 @@ class DetectorConfig:
         smoothing_blocks: int | None = None,
         refractory_seconds: float | None = None,
     ) -> DetectorConfig:
-        """A copy with the given options replaced (None keeps the current value)."""
+        """A copy with the given options replaced (None keeps the current value).
+
+        A new ``threshold`` applies to every keyword: it replaces the per-label ones (a tuned
+        sidecar has one per keyword, which would otherwise leave it with nothing to act on);
+        ``thresholds`` given with it then override single labels again.
+        """
         changes: dict[str, object] = {}
+        kept = self.thresholds
         if threshold is not None:
-            changes["threshold"] = threshold
+            changes["threshold"], changes["thresholds"], kept = threshold, {}, {}
         if thresholds:
-            changes["thresholds"] = {**self.thresholds, **thresholds}
+            changes["thresholds"] = {**kept, **thresholds}
         if smoothing_blocks is not None:
             changes["smoothing_blocks"] = smoothing_blocks
         if refractory_seconds is not None:
@@ -144,7 +150,13 @@ class Detector:
             )
         window = self.config.smoothing_blocks
         history = np.concatenate([self._recent, posteriors])
-        smoothed = _window_means(history, len(self._recent), window)  # one row per new block
+        events = self.update_smoothed(_window_means(history, len(self._recent), window))  # a row per new block
+        self._recent = history[-(window - 1) :] if window > 1 else history[:0]
+        return events
+
+    def update_smoothed(self, smoothed: np.ndarray) -> list[Event]:
+        """``update`` for posteriors already smoothed over ``smoothing_blocks`` (the caller keeps the
+        history): threshold sweeps smooth a stream once and replay only this part per threshold."""
         passing = self.keyword & (smoothed >= self.thresholds)
         margin = np.where(passing, smoothed, -np.inf)
         events = []
@@ -155,8 +167,7 @@ class Detector:
             best = int(np.argmax(margin[row]))
             events.append(Event(time, self.labels[best], float(smoothed[row, best])))
             self._last_fire = time
-        self._recent = history[-(window - 1) :] if window > 1 else history[:0]
-        self._blocks += len(posteriors)
+        self._blocks += len(smoothed)
         return events
 
 
@@ -173,6 +184,11 @@ def _window_means(history: np.ndarray, first: int, window: int) -> np.ndarray:
         views = np.lib.stride_tricks.sliding_window_view(history, window, axis=0)  # (rows, classes, window)
         parts.append(views[full_from - window + 1 :].mean(axis=-1))
     return np.concatenate(parts)
+
+
+def smooth(posteriors: np.ndarray, window: int) -> np.ndarray:
+    """The detector's moving average of a whole posterior sequence (blocks, classes), as float64."""
+    return _window_means(np.asarray(posteriors, dtype=np.float64), 0, window)
 
 
 def detect(

@@ -7,6 +7,7 @@ runs end to end on a short stream with a small model exported here.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import subprocess
@@ -20,14 +21,18 @@ import soundfile as sf
 from ssamba_stream.errors import UserError
 from ssamba_stream.evaluation import (
     DEFAULT_THRESHOLDS,
+    DEFAULT_TOLERANCE,
     NOTHING_SAID,
     Occurrence,
     StreamPosteriors,
+    _Option,
+    _spend_false_accepts,
     false_accepts,
     match_events,
     operating_point,
     read_ground_truth,
     sweep,
+    tune_posteriors,
 )
 from ssamba_stream.kws import DetectorConfig, Event
 from ssamba_training import stream_builder, synth
@@ -131,6 +136,59 @@ def test_sweep_replaces_per_label_thresholds_and_keeps_counts_consistent() -> No
     points = sweep(posteriors, strict, words, thresholds=[0.3, 0.6])
     assert points[0].hits > 0 and all(p.hits + p.misses == len(words) == p.keywords for p in points)
     assert all(p.hours == pytest.approx(300 / 3600) for p in points)
+
+
+def _two_keyword_stream(seconds: float = 900.0) -> tuple[StreamPosteriors, list[Occurrence]]:
+    """'yes' peaks low (0.35-0.6) on a clean background; 'no' peaks high (0.85-1) but also rises to
+    0.5-0.8 between words: no single threshold serves both, one per keyword does."""
+    rng = np.random.default_rng(3)
+    block = 0.16
+    values = np.tile([0.02, 0.02, 0.02, 0.94], (int(seconds / block), 1))
+    words = []
+    for index, start in enumerate(np.arange(2.0, seconds - 6.0, 6.0)):
+        label = LABELS[index % 2]
+        words.append(Occurrence(float(start), float(start) + 0.5, label))
+        peak = int((start + 0.6) / block)
+        height = rng.uniform(0.35, 0.6) if label == "yes" else rng.uniform(0.85, 1.0)
+        values[peak : peak + 3] = [(1 - height) / 3] * 4
+        values[peak : peak + 3, LABELS.index(label)] = height
+        spike = int((start + 3.5) / block)  # 2 s after the word's window has closed
+        values[spike : spike + 3] = [0.0, rng.uniform(0.5, 0.8), 0.0, 0.0]
+        values[spike : spike + 3, -1] = 1 - values[spike : spike + 3, 1]
+    return StreamPosteriors(values, tuple(LABELS), block, seconds), words
+
+
+def test_per_keyword_thresholds_beat_one_threshold_when_keywords_differ() -> None:
+    posteriors, words = _two_keyword_stream()
+    base = DetectorConfig(smoothing_blocks=1)
+    single, point = tune_posteriors(posteriors, base, words, max_fa_per_hour=1.0, smoothing=[1])
+    assert single.thresholds == {} and point.false_accepts == 0 and point.frr == pytest.approx(0.5, abs=0.02)
+    tuned, best = tune_posteriors(posteriors, base, words, max_fa_per_hour=1.0, smoothing=[1], per_keyword=True)
+    assert best.frr == 0.0 and best.false_accepts == 0
+    assert tuned.thresholds["yes"] <= 0.35 and tuned.thresholds["no"] > 0.8
+    replayed = operating_point(tuned.threshold, posteriors.events(tuned), words, best.hours, DEFAULT_TOLERANCE)
+    assert replayed == best  # the stored defaults give exactly the reported point
+
+
+def test_false_accept_budget_goes_where_it_buys_the_most_hits() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        options = {
+            label: [_Option(t, int(rng.integers(0, 9)), int(rng.integers(0, 4))) for t in (0.5, 0.7, 0.9)]
+            for label in ("a", "b", "c")
+        }
+        budget = int(rng.integers(0, 6))
+        chosen = _spend_false_accepts(options, budget)
+        plans = [
+            combo for combo in itertools.product(*options.values())
+            if sum(o.false_accepts for o in combo) <= budget
+        ]  # fmt: skip
+        if not plans:
+            assert chosen is None
+            continue
+        fewest = min(sum(o.misses for o in combo) for combo in plans)
+        picked = [next(o for o in options[label] if o.threshold == chosen[label]) for label in options]
+        assert sum(o.misses for o in picked) == fewest and sum(o.false_accepts for o in picked) <= budget
 
 
 # -------------------------------------------------------------------------------------- ground truth
@@ -303,7 +361,10 @@ def run_cli(*args: object) -> subprocess.CompletedProcess:
 def test_cli_end_to_end(stream: stream_builder.BuiltStream, model: Path, tmp_path: Path) -> None:
     result = run_cli("evaluate", "--stream", stream.wav, "--model", model, "--out", tmp_path / "report")
     assert result.returncode == 0, result.stderr
-    assert "default threshold 0.50: FRR" in result.stdout and "FA/h" in result.stdout
+    assert "defaults (threshold 0.50, smoothing 2): FRR" in result.stdout and "FA/h" in result.stdout
+    missed = re.search(r"missed at the defaults, by keyword: (.*)", result.stdout).group(1)
+    counts = {label: (int(m), int(n)) for label, m, n in re.findall(r"(\w+) (\d+)/(\d+)", missed)}
+    assert {label: n for label, (_, n) in counts.items()} == {"yes": stream.count("yes"), "no": stream.count("no")}
     assert "FRR at <= 1 FA/h" in result.stdout
     png = tmp_path / "report" / "s_det.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

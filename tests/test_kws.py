@@ -123,6 +123,14 @@ def test_sidecar_defaults_and_overrides():
     assert (changed.threshold, changed.refractory_seconds, changed.smoothing_blocks) == (0.3, 0.0, 4)
 
 
+def test_one_threshold_replaces_tuned_per_keyword_thresholds():
+    tuned = DetectorConfig(threshold=0.9, thresholds={"yes": 0.8, "no": 0.95})
+    assert tuned.with_overrides(threshold=0.3).thresholds == {}
+    assert tuned.with_overrides(threshold=0.3, thresholds={"no": 0.6}).thresholds == {"no": 0.6}
+    assert tuned.with_overrides(thresholds={"no": 0.6}).thresholds == {"yes": 0.8, "no": 0.6}
+    assert tuned.with_overrides(smoothing_blocks=3).thresholds == {"yes": 0.8, "no": 0.95}
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
