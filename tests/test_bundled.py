@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ssamba_stream.evaluation import DEFAULT_TOLERANCE, match_events, read_ground_truth
 from ssamba_stream.kws import Event
 from ssamba_stream.runtime.spec import load_spec
@@ -47,3 +49,14 @@ def test_example_recording_gives_the_right_keywords_at_the_right_times():
     heard = [(e.label, e.time) for e in events]
     assert matching.hits == len(truth), f"missed keywords: said {said}, heard {heard}"
     assert matching.false_accepts == 0, f"false accepts: said {said}, heard {heard}"
+
+
+def test_committed_checkpoint_is_the_source_of_the_bundled_model():
+    # training/checkpoints/kws12 is what later training stages start from (model.init_from): it must
+    # stream to the bundled graph's logits, or fine-tuning would start from another model.
+    pytest.importorskip("torch")
+    from ssamba_export.verify import max_logit_difference, test_signal
+
+    checkpoint = ROOT / "training" / "checkpoints" / "kws12"
+    difference, blocks = max_logit_difference(DEFAULT_MODEL, checkpoint, test_signal(10.0))
+    assert blocks >= 60 and difference <= 1e-4
