@@ -505,7 +505,9 @@ def _per_keyword_config(
     live (one keyword's refractory period can mask another's event); None when it misses the budget."""
     hours = posteriors.seconds / 3600
     budget = math.floor(max_fa_per_hour * hours + 1e-9)
-    chosen = _spend_false_accepts(_keyword_options(posteriors, config, keywords, tolerance, budget), budget)
+    options = _keyword_options(posteriors, config, keywords, tolerance, budget)
+    most = sum(max((o.false_accepts for o in choices), default=0) for choices in options.values())
+    chosen = _spend_false_accepts(options, min(budget, most))  # a budget no choice can spend is no use
     if chosen is None:
         return None
     tuned = dataclasses.replace(config, threshold=max(chosen.values()), thresholds=chosen).checked()

@@ -473,6 +473,16 @@ def test_tune_stores_the_best_setting_in_the_sidecar(
     assert (stored.threshold, stored.smoothing_blocks) == (config.threshold, config.smoothing_blocks)
     assert spec.fingerprint == fingerprint  # the graph is untouched: states still move between sessions
 
+    per_keyword = subprocess.run(
+        [str(Path(sys.executable).parent / "ssamba-export"), "tune", str(copy), "--stream", str(stream.wav),
+         "--max-fa-per-hour", str(allowed), "--per-keyword"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert per_keyword.returncode == 0, per_keyword.stderr
+    stored = DetectorConfig.from_sidecar(load_spec(copy).detector)
+    frr = float(re.search(r"FRR ([\d.]+)%", per_keyword.stdout).group(1)) / 100
+    assert frr <= point.frr + 0.0005  # per keyword is tried besides one threshold: never worse (0.1% printed)
+    assert not stored.thresholds or set(stored.thresholds) == {"yes", "no"}
+
     impossible = subprocess.run(
         [str(Path(sys.executable).parent / "ssamba-export"), "tune", str(copy), "--stream", str(stream.wav),
          "--max-fa-per-hour", "-1"], capture_output=True, text=True, timeout=300, cwd=ROOT,
