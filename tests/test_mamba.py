@@ -128,7 +128,8 @@ def test_unidirectional_token_steps_equal_offline():
         steps.append(out)
     assert torch.allclose(torch.cat(steps, dim=1), mixer(x), atol=1e-5)
     assert state.conv.shape == (2, 32, 3) and state.ssm.shape == (2, 32, 16)
-    assert torch.equal(state.conv, mixer._split(x)[0][..., -3:])
+    # The last d_conv - 1 conv inputs; equal up to rounding (in_proj over 1 token and over 17 may round apart).
+    assert torch.allclose(state.conv, mixer._split(x)[0][..., -3:], rtol=0, atol=1e-6)
 
 
 def test_streaming_refuses_what_cannot_stream():
