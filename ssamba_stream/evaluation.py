@@ -225,10 +225,11 @@ def operating_point(
     threshold: float, events: Sequence[Event], keywords: Sequence[Occurrence], hours: float, tolerance: float
 ) -> OperatingPoint:
     """Score one threshold's events against the keyword occurrences."""
-    matching = match_events(events, keywords, tolerance)
-    return OperatingPoint(
-        threshold, len(keywords), matching.hits, matching.false_accepts, matching.wrong_label, hours
-    )
+    return _scored(threshold, match_events(events, keywords, tolerance), len(keywords), hours)
+
+
+def _scored(threshold: float, matching: Matching, keywords: int, hours: float) -> OperatingPoint:
+    return OperatingPoint(threshold, keywords, matching.hits, matching.false_accepts, matching.wrong_label, hours)
 
 
 @dataclass(frozen=True)
@@ -418,8 +419,9 @@ def evaluate_stream(
     config, posteriors = run.spotter.detector.config, run.posteriors
     hours = posteriors.seconds / 3600
     events = posteriors.events(config)
-    default = operating_point(config.threshold, events, run.keywords, hours, tolerance)
-    missed = Counter(o.label for o in match_events(events, run.keywords, tolerance).missed)
+    matching = match_events(events, run.keywords, tolerance)
+    default = _scored(config.threshold, matching, len(run.keywords), hours)
+    missed = Counter(o.label for o in matching.missed)
     occurrences = Counter(o.label for o in run.keywords)
     return StreamEvaluation(
         stream=str(stream),
