@@ -168,13 +168,15 @@ def mix_background(
     probability: float = 0.8,
     *,
     silent_reference_rms: float = 0.01,
+    signal_power: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Add a random crop of a random noise at an SNR uniform in ``snr_db_range``, with ``probability``.
 
-    SNR is the ratio of the clip's mean power to the added noise's. A silent clip (below
-    -100 dBFS, e.g. Speech Commands silence) is taken to have RMS ``silent_reference_rms``
-    (-40 dBFS), so it gets noise at a small absolute level rather than an unbounded gain.
+    SNR is the ratio of the clip's mean power (or of ``signal_power`` per row, such as the
+    power of the words in a row of stream) to the added noise's. A silent clip (below -100 dBFS,
+    e.g. Speech Commands silence) is taken to have RMS ``silent_reference_rms`` (-40 dBFS), so
+    it gets noise at a small absolute level rather than an unbounded gain.
     """
     batch, samples = waveforms.shape
     if not noises or batch == 0:
@@ -184,7 +186,9 @@ def mix_background(
     low, high = snr_db_range
     snr_db = low + (high - low) * _rand((batch,), generator, waveforms)
     apply = _rand((batch,), generator, waveforms) < probability
-    signal_power = waveforms.double().square().mean(dim=1)
+    if signal_power is None:
+        signal_power = waveforms.double().square().mean(dim=1)
+    signal_power = signal_power.to(device=waveforms.device, dtype=torch.float64)
     signal_power = torch.where(signal_power > SILENT_POWER, signal_power, signal_power.new_tensor(silent_reference_rms**2))
     noise_power = crops.double().square().mean(dim=1)
     gain = torch.sqrt(signal_power / (noise_power.clamp_min(1e-30) * 10.0 ** (snr_db.double() / 10.0)))

@@ -111,6 +111,8 @@ class SSLSection:
 class StreamSection:
     train_blocks: list[int | None] = field(default_factory=lambda: [8])  # one drawn per batch
     eval_blocks: list[int | None] = field(default_factory=lambda: [None, 8])  # None = full backward
+    row_clips: int = 0  # kws-stream: > 0 trains on rows of this many clips, a target per block (stream_rows)
+    row_gap_seconds: list[float] = field(default_factory=lambda: [0.1, 1.0])  # silence before each clip in a row
 
 
 @dataclass
@@ -262,6 +264,9 @@ def _check_choices(recipe: Recipe) -> None:
     for key, blocks in (("stream.train_blocks", recipe.stream.train_blocks), ("stream.eval_blocks", recipe.stream.eval_blocks)):
         if not blocks or any(b is not None and b < 1 for b in blocks):
             raise RecipeError(f"recipe key {key!r} must list block sizes >= 1 (or null for full backward)")
+    gaps = recipe.stream.row_gap_seconds
+    if recipe.stream.row_clips < 0 or len(gaps) != 2 or not 0.0 <= gaps[0] <= gaps[1]:
+        raise RecipeError("stream.row_clips must be >= 0 and stream.row_gap_seconds two seconds [low, high], 0 <= low <= high")
 
 
 def build_recipe(raw: dict[str, Any]) -> Recipe:

@@ -8,6 +8,12 @@ before the classifier. The backward scan's block size is fixed or drawn per batc
 depends on the batch alone, so every DDP rank uses the same. Evaluation classifies whole clips
 offline for every block size in ``stream.eval_blocks`` (None = full backward); ``accuracy`` is the
 one at the model's configured (deployment) block size.
+
+With ``stream.row_clips`` > 0 training is continuous instead (``stream_rows``): the batch's clips
+are laid out in rows of stream, noise is set against the words, and the head is trained at every
+block end exactly as it runs deployed (mean of the last W tokens), on per-block targets. The
+evaluation stays the offline clip accuracy; the stream measures (FRR at FA/h) come from
+``ssamba-stream evaluate`` on an exported model.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssamba_stream.model.ssamba import SpectrogramModel
-from ssamba_stream.model.streaming import set_backward_block
+from ssamba_stream.model.streaming import head_windows, set_backward_block, stream_frames
 
 from .augment import mix_background, prepend_past_audio, spec_augment, ssast_mask_value, time_shift
 from .config import Recipe, RecipeError
-from .data import Batch
+from .data import SILENCE_LABEL, UNKNOWN_LABEL, Batch
 from .distributed import DistContext
 from .evaluation import Evaluation, classification_pass
+from .stream_rows import IGNORE, LabelRoles, block_targets, build_rows
 
 SAMPLE_RATE = 16000
 
@@ -58,26 +65,54 @@ class StreamObjective(nn.Module):
         return {"loss": F.cross_entropy(logits, labels), "count": count, "accuracy": correct}
 
 
+class ContinuousObjective(nn.Module):
+    """DDP-wrappable forward: fbank of stream rows -> the head at every block end -> masked CE loss."""
+
+    def __init__(self, model: SpectrogramModel) -> None:
+        super().__init__()
+        self.model = model
+        self.deploy_block = model.config.backward_block
+
+    def forward(self, fbank: Tensor, targets: Tensor, block: int) -> dict[str, Tensor]:
+        set_backward_block(self.model, block)
+        try:
+            hidden = self.model.forward_features(fbank)
+        finally:
+            set_backward_block(self.model, self.deploy_block)
+        logits = self.model.classify(head_windows(hidden, block, self.model.config.head_window)).float()
+        logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        scored = targets != IGNORE
+        count = scored.sum().float()
+        correct = ((logits.argmax(dim=-1) == targets) & scored).float().sum()
+        loss = F.cross_entropy(logits, targets, ignore_index=IGNORE) if bool(scored.any()) else logits.sum() * 0.0
+        return {"loss": loss, "count": count, "accuracy": correct}
+
+
 class KwsStreamTask:
     """Streaming-KWS training with past audio, noise, shifts, SpecAugment and block-size draws."""
 
     main_metric = "accuracy"
 
-    def __init__(self, recipe: Recipe, model: SpectrogramModel, device: torch.device, noises: list[np.ndarray]) -> None:
+    def __init__(
+        self, recipe: Recipe, model: SpectrogramModel, device: torch.device, noises: list[np.ndarray], labels: list[str]
+    ) -> None:
         try:
             model.check_streamable()
+            self.roles = LabelRoles.from_labels(labels, UNKNOWN_LABEL, SILENCE_LABEL) if recipe.stream.row_clips else None
         except (AttributeError, ValueError) as exc:
             raise RecipeError(f"task kws-stream: {exc}") from None
         self.recipe = recipe
         self.model = model
         self.device = device
         self.frontend = model.make_frontend().to(device)
-        self.objective = StreamObjective(model)
+        self.objective = ContinuousObjective(model) if self.roles else StreamObjective(model)
         self.noises = [torch.as_tensor(n, dtype=torch.float32) for n in noises]
         self.deploy_block = self.objective.deploy_block
         self.mask_value = ssast_mask_value(model.config.norm_mean, model.config.norm_std)
 
     def prepare(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
+        if self.roles is not None:
+            return self._prepare_rows(batch, generator, batch_seed)
         aug, blocks = self.recipe.augment, self.recipe.stream.train_blocks
         waveforms = batch.waveforms.to(self.device)
         if aug.time_shift_ms > 0:
@@ -90,6 +125,22 @@ class KwsStreamTask:
         fbank = spec_augment(self.frontend(rows), aug.freqm, aug.timem, generator, mask_value=self.mask_value)
         block = blocks[batch_seed % len(blocks)]
         return {"fbank": fbank, "clip_start": clip_start, "labels": batch.labels.to(self.device), "block": block}
+
+    def _prepare_rows(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
+        aug, stream = self.recipe.augment, self.recipe.stream
+        block = stream.train_blocks[batch_seed % len(stream.train_blocks)] or self.deploy_block
+        step_samples = block * self.model.config.tstride * self.frontend.hop_length
+        rows = build_rows(batch.waveforms.to(self.device), batch.labels, stream.row_clips, tuple(stream.row_gap_seconds),
+                          self.roles, multiple_of=step_samples, generator=generator)  # fmt: skip
+        audio = rows.audio
+        if aug.background_probability > 0 and self.noises:
+            audio = mix_background(audio, self.noises, tuple(aug.background_snr_db), aug.background_probability,
+                                   signal_power=rows.word_power, generator=generator)  # fmt: skip
+        fbank = spec_augment(stream_frames(self.model, audio, self.frontend), aug.freqm, aug.timem, generator,
+                             mask_value=self.mask_value)  # fmt: skip
+        targets = block_targets(rows.words, audio.shape[0], audio.shape[1] // step_samples, block,
+                                self.model.config.head_window, self.roles)  # fmt: skip
+        return {"fbank": fbank, "targets": targets.to(self.device), "block": block}
 
     def _at_block(self, block: int | None) -> Callable[[Tensor], Tensor]:
         def logits(fbank: Tensor) -> Tensor:

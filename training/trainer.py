@@ -134,7 +134,7 @@ class Trainer:
         if recipe.task == "ssl":
             return SSLTask(recipe, self.model, device)
         if recipe.task == "kws-stream":
-            return KwsStreamTask(recipe, self.model, device, self.splits.noises)
+            return KwsStreamTask(recipe, self.model, device, self.splits.noises, self.splits.labels)
         return ClassifyTask(recipe, self.model, device)
 
     def _amp_dtype(self) -> torch.dtype | None:

@@ -115,6 +115,33 @@ class StreamStep(nn.Module):
         )
 
 
+def stream_frames(model: SSAMBA, audio: Tensor, frontend: nn.Module | None = None) -> Tensor:
+    """Fbank frames of every completed block of ``audio`` (batch, samples), as the stream sees them.
+
+    The audio is primed with the zeros the streaming frontend starts from, and frames past the
+    last whole block are dropped: frame rows line up with the step graph's tokens.
+    """
+    cfg = model.config
+    frontend = model.make_frontend().to(audio.device) if frontend is None else frontend
+    blocks = audio.shape[-1] // block_samples(model)
+    padded = F.pad(audio, (priming_samples(model), 0))
+    return frontend(padded)[:, : blocks * cfg.backward_block * cfg.tstride].to(audio.dtype)
+
+
+def head_windows(features: Tensor, block: int, window: int) -> Tensor:
+    """Mean of the last ``window`` tokens (fewer at the start) at every block end: the head's input.
+
+    features (batch, tokens, D) -> (batch, tokens // block, D), through a float64 cumulative sum
+    so that long streams keep their precision. Differentiable: continuous training uses it too.
+    """
+    blocks = features.shape[1] // block
+    ends = torch.arange(1, blocks + 1, device=features.device) * block
+    starts = torch.clamp(ends - window, min=0)
+    cumulative = F.pad(features.double().cumsum(dim=1), (0, 0, 1, 0))
+    pooled = (cumulative[:, ends] - cumulative[:, starts]) / (ends - starts)[None, :, None]
+    return pooled.to(features.dtype)
+
+
 @torch.no_grad()
 def offline_stream_logits(model: SSAMBA, audio: Tensor) -> Tensor:
     """Logits of every completed block of ``audio`` (batch, samples), computed offline at once.
@@ -123,14 +150,5 @@ def offline_stream_logits(model: SSAMBA, audio: Tensor) -> Tensor:
     """
     model.check_streamable()
     cfg = model.config
-    frontend = model.make_frontend()
-    blocks = audio.shape[-1] // block_samples(model)
-    padded = F.pad(audio, (priming_samples(model), 0))
-    frames = frontend(padded)[:, : blocks * cfg.backward_block * cfg.tstride].to(audio.dtype)
-    features = model.forward_features(frames)  # (batch, tokens, D)
-    # Mean over the last W tokens at every block end, through a cumulative sum.
-    ends = torch.arange(1, blocks + 1, device=audio.device) * cfg.backward_block
-    starts = torch.clamp(ends - cfg.head_window, min=0)
-    cumulative = F.pad(features.double().cumsum(dim=1), (0, 0, 1, 0))  # float64: long streams
-    pooled = (cumulative[:, ends] - cumulative[:, starts]) / (ends - starts)[None, :, None]
-    return model.classify(pooled.to(features.dtype))
+    features = model.forward_features(stream_frames(model, audio))  # (batch, tokens, D)
+    return model.classify(head_windows(features, cfg.backward_block, cfg.head_window))
