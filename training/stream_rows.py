@@ -77,7 +77,8 @@ def build_rows(
     batch = waveforms.shape[0]
     if clips_per_row < 1:
         raise ValueError(f"clips_per_row must be >= 1, got {clips_per_row}")
-    order = torch.randperm(batch, generator=generator).tolist()
+    device = generator.device if generator is not None else torch.device("cpu")
+    order = torch.randperm(batch, generator=generator, device=device).tolist()
     gaps = (gap_seconds[0] + (gap_seconds[1] - gap_seconds[0]) * _rand((batch,), generator, waveforms)) * sample_rate
     pieces: list[list[Tensor]] = []
     words: list[tuple[int, int, int, int]] = []
