@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ssamba_stream.model.ssamba import build_model
-from ssamba_stream.model.streaming import offline_stream_logits
+from ssamba_stream.model.streaming import offline_stream_logits, with_block
 from ssamba_training.config import RecipeError, load_recipe
 from ssamba_training.data import Batch
 from ssamba_training.kws_stream import KwsStreamTask
@@ -98,19 +98,21 @@ def continuous_task(*overrides: str) -> KwsStreamTask:
     return KwsStreamTask(recipe, model, torch.device("cpu"), noises=[], labels=LABELS)
 
 
-def test_continuous_objective_scores_the_head_the_stream_runs():
-    task = continuous_task("augment.freqm=0")
+@pytest.mark.parametrize("block", [8, 4])
+def test_continuous_objective_scores_the_head_the_stream_runs(block):
+    # block 4: a drawn training block other than the model's own (stream.train_blocks).
+    task = continuous_task("augment.freqm=0", f"stream.train_blocks=[{block}]")
     labels = [YES, UNKNOWN, NO, SILENCE]
     batch = Batch(word_clips(labels), torch.tensor(labels), ["a", "b", "c", "d"], [])
     inputs = task.prepare(batch, torch.Generator().manual_seed(0), batch_seed=0)
     task.model.eval()
     hidden = task.model.forward_features(inputs["fbank"])
-    assert inputs["targets"].shape == (1, hidden.shape[1] // 8)
+    assert inputs["block"] == block and inputs["targets"].shape == (1, hidden.shape[1] // block)
     out = task.objective(**inputs)
     # The same audio through the deployed computation gives the logits the loss was taken on.
-    rows = build_rows(batch.waveforms, batch.labels, 8, (0.1, 1.0), ROLES, multiple_of=2560,
+    rows = build_rows(batch.waveforms, batch.labels, 8, (0.1, 1.0), ROLES, multiple_of=block * TOKEN,
                       generator=torch.Generator().manual_seed(0))  # fmt: skip
-    deployed = offline_stream_logits(task.model, rows.audio)
+    deployed = offline_stream_logits(with_block(task.model, block), rows.audio)
     targets = inputs["targets"].reshape(-1)
     scored = targets != IGNORE
     expected = torch.nn.functional.cross_entropy(deployed.reshape(-1, 4)[scored], targets[scored])

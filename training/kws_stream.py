@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssamba_stream.model.ssamba import SpectrogramModel
-from ssamba_stream.model.streaming import head_windows, set_backward_block, stream_frames
+from ssamba_stream.model.streaming import block_samples, head_windows, set_backward_block, stream_frames
 
 from .augment import mix_background, prepend_past_audio, spec_augment, ssast_mask_value, time_shift
 from .config import Recipe, RecipeError
@@ -42,6 +42,18 @@ def block_suffix(block: int | None) -> str:
     return "_full" if block is None else f"_B{block}"
 
 
+def features_at_block(model: SpectrogramModel, fbank: Tensor, block: int | None, deploy_block: int | None) -> Tensor:
+    """Encoder features with the backward scan at ``block`` tokens (None: full backward).
+
+    The block size is read only while the graph is built: the deployment one is restored at once.
+    """
+    set_backward_block(model, block)
+    try:
+        return model.forward_features(fbank)
+    finally:
+        set_backward_block(model, deploy_block)
+
+
 class StreamObjective(nn.Module):
     """DDP-wrappable forward: features of [past | clip] rows -> mean over the clip's tokens -> CE loss."""
 
@@ -51,12 +63,7 @@ class StreamObjective(nn.Module):
         self.deploy_block = model.config.backward_block
 
     def forward(self, fbank: Tensor, clip_start: Tensor, labels: Tensor, block: int | None) -> dict[str, Tensor]:
-        # The block size is read only while the graph is built: restore the deployment one at once.
-        set_backward_block(self.model, block)
-        try:
-            hidden = self.model.forward_features(fbank)
-        finally:
-            set_backward_block(self.model, self.deploy_block)
+        hidden = features_at_block(self.model, fbank, block, self.deploy_block)
         inside = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] >= clip_start[:, None]).to(hidden.dtype)
         pooled = (hidden * inside[..., None]).sum(dim=1) / inside.sum(dim=1, keepdim=True).clamp_min(1.0)
         logits = self.model.classify(pooled).float()
@@ -74,11 +81,7 @@ class ContinuousObjective(nn.Module):
         self.deploy_block = model.config.backward_block
 
     def forward(self, fbank: Tensor, targets: Tensor, block: int) -> dict[str, Tensor]:
-        set_backward_block(self.model, block)
-        try:
-            hidden = self.model.forward_features(fbank)
-        finally:
-            set_backward_block(self.model, self.deploy_block)
+        hidden = features_at_block(self.model, fbank, block, self.deploy_block)
         logits = self.model.classify(head_windows(hidden, block, self.model.config.head_window)).float()
         logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
         scored = targets != IGNORE
@@ -129,14 +132,14 @@ class KwsStreamTask:
     def _prepare_rows(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
         aug, stream = self.recipe.augment, self.recipe.stream
         block = stream.train_blocks[batch_seed % len(stream.train_blocks)] or self.deploy_block
-        step_samples = block * self.model.config.tstride * self.frontend.hop_length
+        step_samples = block_samples(self.model, block)
         rows = build_rows(batch.waveforms.to(self.device), batch.labels, stream.row_clips, tuple(stream.row_gap_seconds),
                           self.roles, multiple_of=step_samples, generator=generator)  # fmt: skip
         audio = rows.audio
         if aug.background_probability > 0 and self.noises:
             audio = mix_background(audio, self.noises, tuple(aug.background_snr_db), aug.background_probability,
                                    signal_power=rows.word_power, generator=generator)  # fmt: skip
-        fbank = spec_augment(stream_frames(self.model, audio, self.frontend), aug.freqm, aug.timem, generator,
+        fbank = spec_augment(stream_frames(self.model, audio, self.frontend, block), aug.freqm, aug.timem, generator,
                              mask_value=self.mask_value)  # fmt: skip
         targets = block_targets(rows.words, audio.shape[0], audio.shape[1] // step_samples, block,
                                 self.model.config.head_window, self.roles)  # fmt: skip

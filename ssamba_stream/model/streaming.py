@@ -61,10 +61,10 @@ def priming_samples(model: SSAMBA) -> int:
     return frontend.window_length - frontend.hop_length
 
 
-def block_samples(model: SSAMBA) -> int:
-    """PCM samples per step: B tokens of ``tstride`` frames of one hop each."""
+def block_samples(model: SSAMBA, block: int | None = None) -> int:
+    """PCM samples per step: B tokens (``block``, default the model's) of ``tstride`` frames of one hop each."""
     cfg = model.config
-    return cfg.backward_block * cfg.tstride * model.make_frontend().hop_length
+    return (block or cfg.backward_block) * cfg.tstride * model.make_frontend().hop_length
 
 
 def _activate(logits: Tensor, activation: str) -> Tensor:
@@ -115,17 +115,20 @@ class StreamStep(nn.Module):
         )
 
 
-def stream_frames(model: SSAMBA, audio: Tensor, frontend: nn.Module | None = None) -> Tensor:
+def stream_frames(
+    model: SSAMBA, audio: Tensor, frontend: nn.Module | None = None, block: int | None = None
+) -> Tensor:
     """Fbank frames of every completed block of ``audio`` (batch, samples), as the stream sees them.
 
     The audio is primed with the zeros the streaming frontend starts from, and frames past the
-    last whole block are dropped: frame rows line up with the step graph's tokens.
+    last whole block (``block`` tokens, default the model's) are dropped: frame rows line up
+    with the step graph's tokens.
     """
-    cfg = model.config
+    block = block or model.config.backward_block
     frontend = model.make_frontend().to(audio.device) if frontend is None else frontend
-    blocks = audio.shape[-1] // block_samples(model)
+    blocks = audio.shape[-1] // block_samples(model, block)
     padded = F.pad(audio, (priming_samples(model), 0))
-    return frontend(padded)[:, : blocks * cfg.backward_block * cfg.tstride].to(audio.dtype)
+    return frontend(padded)[:, : blocks * block * model.config.tstride].to(audio.dtype)
 
 
 def head_windows(features: Tensor, block: int, window: int) -> Tensor:
