@@ -87,6 +87,14 @@ def test_schedule_warmup_multistep_and_plateau():
     assert restored.state_dict() == plateau.state_dict()
 
 
+def test_cosine_schedule_falls_from_one_after_warmup_to_zero_at_the_last_step():
+    cosine = LRSchedule(ScheduleSection(kind="cosine", warmup_steps=10), 1.0, total_steps=110)
+    assert cosine.factor(4, 0) == pytest.approx(0.5)  # still warming up
+    assert cosine.factor(10, 0) == pytest.approx(1.0) and cosine.factor(60, 3) == pytest.approx(0.5)
+    assert cosine.factor(110, 9) == pytest.approx(0.0) and cosine.factor(500, 9) == pytest.approx(0.0)
+    assert cosine.factor(30, 0) > cosine.factor(31, 0)  # falls every step, not per epoch
+
+
 # ---------------------------------------------------------------------------------- samplers
 def test_epoch_sampler_is_seeded_per_epoch_shards_and_skips():
     full = EpochShuffleSampler(10, seed=3)

@@ -76,7 +76,7 @@ class OptimSection:
 
 @dataclass
 class ScheduleSection:
-    kind: str = "multistep"  # multistep (by epoch) | plateau (on the validation metric) | constant
+    kind: str = "multistep"  # multistep (by epoch) | plateau (on the validation metric) | cosine (to 0) | constant
     warmup_steps: int = 1000  # linear warm-up from 0 (SSAST: 1000 steps); 0 = none
     start_epoch: int = 5  # multistep: the lr is multiplied by gamma after this many epochs ...
     step_epochs: int = 1  # ... and again every step_epochs epochs after that
@@ -241,7 +241,7 @@ def _check_choices(recipe: Recipe) -> None:
         ("amp", recipe.amp, ("none", "bf16", "fp16")),
         ("data.kind", recipe.data.kind, DATA_KINDS),
         ("optim.name", recipe.optim.name, ("adam", "adamw")),
-        ("schedule.kind", recipe.schedule.kind, ("multistep", "plateau", "constant")),
+        ("schedule.kind", recipe.schedule.kind, ("multistep", "plateau", "cosine", "constant")),
         ("eval.split", recipe.eval.split, ("validation", "test")),
     ]
     for key, value, choices in checks:

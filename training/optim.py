@@ -8,6 +8,7 @@ the epoch and a small plateau state, so a checkpoint stores it as JSON and resum
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,11 +52,14 @@ class LRSchedule:
     ``multistep``: x gamma after ``start_epoch`` epochs and every ``step_epochs`` after
     (SSAST's ``MultiStepLR(range(start, 1000, step))`` stepped once per epoch). ``plateau``: x factor
     when the validation metric (higher is better) has not improved for ``patience`` evaluations
-    (``ReduceLROnPlateau(mode="max")``). Warm-up is linear over the first ``warmup_steps`` steps.
+    (``ReduceLROnPlateau(mode="max")``). ``cosine``: half a cosine from 1 after warm-up to 0 at
+    ``total_steps``, so a short fine-tuning run ends annealed whatever its length.
+    Warm-up is linear over the first ``warmup_steps`` steps.
     """
 
     section: ScheduleSection
     base_lr: float
+    total_steps: int = 0  # cosine: the run's last step
     plateau_factor: float = 1.0
     best: float | None = None
     bad_evaluations: int = 0
@@ -65,6 +69,10 @@ class LRSchedule:
         value = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
         if cfg.kind == "multistep" and epoch >= cfg.start_epoch:
             value *= cfg.gamma ** (1 + (epoch - cfg.start_epoch) // cfg.step_epochs)
+        if cfg.kind == "cosine":
+            span = max(1, self.total_steps - cfg.warmup_steps)
+            done = min(1.0, max(0.0, (step - cfg.warmup_steps) / span))
+            value *= 0.5 * (1.0 + math.cos(math.pi * done))
         return value * self.plateau_factor
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int, epoch: int) -> float:

@@ -109,7 +109,9 @@ class Trainer:
         say(self.main, describe_model(self.model))
         self.task = self._build_task()
         self.optimizer = build_optimizer(self.model, recipe.optim)
-        self.schedule = LRSchedule(recipe.schedule, recipe.optim.lr)
+        self.sampler = EpochShuffleSampler(len(self.splits.train), recipe.seed, context.rank, context.world_size)
+        self.batches_per_epoch = math.ceil(self.sampler.per_rank / recipe.data.batch_size)
+        self.schedule = LRSchedule(recipe.schedule, recipe.optim.lr, self._total_steps())
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.progress = Progress()
@@ -121,8 +123,6 @@ class Trainer:
                 say(self.main, f"no checkpoint in {self.out / 'checkpoints'}: starting a new run")
             seed_everything(derive_seed(recipe.seed, context.rank))  # per-rank stochastic depth
         self.objective = wrap_model(self.task.objective, context)
-        self.sampler = EpochShuffleSampler(len(self.splits.train), recipe.seed, context.rank, context.world_size)
-        self.batches_per_epoch = math.ceil(self.sampler.per_rank / recipe.data.batch_size)
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
@@ -164,6 +164,11 @@ class Trainer:
             dataset, batch_size=batch_size, sampler=sampler, num_workers=self.recipe.data.num_workers,
             collate_fn=collate_skipping_bad, generator=torch.Generator(), pin_memory=self.ctx.device.type == "cuda",
         )
+
+    def _total_steps(self) -> int:
+        """The run's length in optimiser steps: ``max_steps`` or the recipe's epochs."""
+        whole = self.recipe.epochs * self.batches_per_epoch
+        return whole if self.recipe.max_steps is None else min(whole, self.recipe.max_steps)
 
     # ------------------------------------------------------------------ loop
     def _done(self) -> bool:
