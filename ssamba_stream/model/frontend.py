@@ -91,6 +91,17 @@ def _capturing_graph() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
+FRAME_LENGTH_MS = 25.0  # Kaldi's defaults, as SSAST extracts
+FRAME_SHIFT_MS = 10.0
+
+
+def frame_geometry(
+    sample_rate: int, frame_length_ms: float = FRAME_LENGTH_MS, frame_shift_ms: float = FRAME_SHIFT_MS
+) -> tuple[int, int]:
+    """(window, hop) in samples: the frame layout without building the filter matrices (~16 ms)."""
+    return int(sample_rate * frame_length_ms * 0.001), int(sample_rate * frame_shift_ms * 0.001)
+
+
 class KaldiFbank(nn.Module):
     """Kaldi ``compute-fbank-feats`` log-mel features (snip_edges, no dither, no energy), batched.
 
@@ -114,8 +125,8 @@ class KaldiFbank(nn.Module):
         self,
         sample_rate: int = 16000,
         num_mel_bins: int = 128,
-        frame_length_ms: float = 25.0,
-        frame_shift_ms: float = 10.0,
+        frame_length_ms: float = FRAME_LENGTH_MS,
+        frame_shift_ms: float = FRAME_SHIFT_MS,
         low_freq: float = 20.0,
         high_freq: float = 0.0,
         preemphasis: float = 0.97,
@@ -129,8 +140,7 @@ class KaldiFbank(nn.Module):
             raise ValueError(f"norm_std must be positive, got {norm_std}")
         self.sample_rate = int(sample_rate)
         self.num_mel_bins = int(num_mel_bins)
-        self.window_length = int(sample_rate * frame_length_ms * 0.001)
-        self.hop_length = int(sample_rate * frame_shift_ms * 0.001)
+        self.window_length, self.hop_length = frame_geometry(sample_rate, frame_length_ms, frame_shift_ms)
         self.n_fft = 1 << (self.window_length - 1).bit_length()
         self.norm_mean = norm_mean
         self.norm_std = norm_std

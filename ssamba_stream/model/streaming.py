@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .frontend import fbank_step
+from .frontend import fbank_step, frame_geometry
 from .mamba import MixerState
 from .ssamba import SSAMBA
 
@@ -57,14 +57,14 @@ def set_backward_block(model: SSAMBA, block: int | None) -> None:
 
 
 def priming_samples(model: SSAMBA) -> int:
-    frontend = model.make_frontend()
-    return frontend.window_length - frontend.hop_length
+    window, hop = frame_geometry(model.config.sample_rate)
+    return window - hop
 
 
 def block_samples(model: SSAMBA, block: int | None = None) -> int:
     """PCM samples per step: B tokens (``block``, default the model's) of ``tstride`` frames of one hop each."""
     cfg = model.config
-    return (block or cfg.backward_block) * cfg.tstride * model.make_frontend().hop_length
+    return (block or cfg.backward_block) * cfg.tstride * frame_geometry(cfg.sample_rate)[1]
 
 
 def _activate(logits: Tensor, activation: str) -> Tensor:
