@@ -234,6 +234,30 @@ def test_label_fraction_keeps_a_seeded_share_of_every_class(sc_root: Path) -> No
     assert reseeded.indices != train.indices
 
 
+def unknown_words_drawn(dataset: SpeechCommands) -> list[str]:
+    unknown = dataset.labels.index("_unknown_")
+    return sorted(Path(path).parent.name for path, label in dataset.items if label == unknown)
+
+
+def test_unknown_word_weights_draw_the_named_words_more_often(sc_root: Path) -> None:
+    common = dict(keywords=KEYWORDS, unknown_percentage=30, silence_percentage=0)
+    plain = unknown_words_drawn(SpeechCommands(sc_root, "train", "12", **common))
+    weighted = unknown_words_drawn(SpeechCommands(sc_root, "train", "12", unknown_word_weights={"cat": 1e6}, **common))
+    assert len(weighted) == len(plain) == 7  # ceil(0.3 * 21 keyword items)
+    assert plain.count("cat") < 7 and weighted == ["cat"] * 7  # the train split has 7 "cat" files
+    overrides = [f"data.root={sc_root}", "data.keywords=['yes','no','up']", "data.unknown_percentage=30",
+                 "data.unknown_word_weights={cat: 1000000}"]  # fmt: skip
+    splits = build_splits(load_recipe(RECIPES / "kws-stream.yaml", overrides), target_length=98)
+    assert unknown_words_drawn(splits.train) == ["cat"] * 7
+    plain_splits = build_splits(load_recipe(RECIPES / "kws-stream.yaml", overrides[:-1]), target_length=98)
+    assert splits.validation.items == plain_splits.validation.items  # evaluation keeps the plain draw
+    assert splits.train.items != plain_splits.train.items
+    with pytest.raises(UserError, match="'yes', which is not an unknown word"):
+        SpeechCommands(sc_root, "train", "12", unknown_word_weights={"yes": 2.0}, **common)
+    with pytest.raises(UserError, match=r"unknown_word_weights\['cat'\] must be a number > 0"):
+        SpeechCommands(sc_root, "train", "12", unknown_word_weights={"cat": 0.0}, **common)
+
+
 def best_alignment(noise: np.ndarray, clip: np.ndarray) -> tuple[int, float]:
     """Offset and gain of ``clip`` as a scaled segment of ``noise`` (FFT cross-correlation)."""
     n = noise.shape[0] + clip.shape[0]

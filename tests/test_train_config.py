@@ -32,11 +32,13 @@ def test_published_hyper_parameters():
 def test_overrides_are_typed_and_nested():
     recipe = load_recipe(RECIPES / "kws-stream.yaml", [
         "optim.lr=1e-3", "epochs=2", "model.depth=4", "data.root=/x", "stream.train_blocks=[2, null]",
-        "data.fold=all", "optim.grad_clip=null",
+        "data.fold=all", "optim.grad_clip=null", "data.unknown_word_weights={goat: 3, of: 2.5}",
     ])  # fmt: skip
     assert recipe.optim.lr == 1e-3 and isinstance(recipe.optim.lr, float)
     assert (recipe.epochs, recipe.model.overrides["depth"], recipe.data.root) == (2, 4, "/x")
     assert recipe.stream.train_blocks == [2, None] and recipe.data.fold == "all" and recipe.optim.grad_clip is None
+    assert recipe.data.unknown_word_weights == {"goat": 3.0, "of": 2.5}
+    assert isinstance(recipe.data.unknown_word_weights["goat"], float)
     assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
 
 
@@ -52,6 +54,8 @@ def test_overrides_are_typed_and_nested():
         (["stream.eval_blocks=[0]"], "'stream.eval_blocks' must list block sizes >= 1"),
         (["model.name=ssamba-huge"], "unknown model.name 'ssamba-huge'"),
         (["optim=3"], "recipe section 'optim' must be a mapping"),
+        (["data.unknown_word_weights=[goat]"], "recipe key 'data.unknown_word_weights' must be"),
+        (["data.unknown_word_weights={goat: lots}"], "'data.unknown_word_weights' must be dict[str, float] | None, got {'goat': 'lots'}"),
         (["lr"], "override 'lr' is not of the form key=value"),
         (["data.label_fraction=0"], "'data.label_fraction' must be in (0, 1], got 0"),
         (["data.kind=unlabelled", "data.label_fraction=0.1"], "data.label_fraction needs labelled data"),

@@ -48,6 +48,7 @@ class DataSection:
     task: str = "35"  # Speech Commands: "35" words or kws_streaming's "12"
     keywords: list[str] | None = None  # 12-class task: the keywords (default: the ten of kws_streaming)
     unknown_percentage: float = 10.0
+    unknown_word_weights: dict[str, float] | None = None  # 12-class task: draw these unknown words more often
     silence_percentage: float = 10.0
     fold: int | str = 1  # ESC-50 held-out fold, or "all" for 5-fold cross-validation
     train_manifest: str | None = None  # manifest kind: CSV path,label files
@@ -162,7 +163,7 @@ def _describe(annotation: Any) -> str:
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """``value`` as ``annotation`` (int, float, str, bool, None, unions, lists), else RecipeError."""
+    """``value`` as ``annotation`` (int, float, str, bool, None, unions, lists, dicts), else RecipeError."""
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
         for option in typing.get_args(annotation):
@@ -176,6 +177,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise RecipeError(f"recipe key {key!r} must be a list, got {value!r}")
         (item,) = typing.get_args(annotation)
         return [_coerce(v, item, key) for v in value]
+    if origin is dict and typing.get_args(annotation):
+        if not isinstance(value, dict):
+            raise RecipeError(f"recipe key {key!r} must be a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(annotation)
+        return {_coerce(k, key_type, key): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if origin is dict or annotation is Any:
         return value
     if annotation is type(None):

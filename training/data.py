@@ -21,7 +21,7 @@ import csv
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -197,6 +197,21 @@ def _noise_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and _is_audio(path))
 
 
+def _unknown_draw_probabilities(
+    files: Sequence[str], weights: Mapping[str, float], keywords: Sequence[str]
+) -> np.ndarray:
+    """Per-file draw probabilities from per-word weights (a file's word is its folder; unlisted: 1)."""
+    words = {f.split("/", 1)[0] for f in files}
+    for word, weight in weights.items():
+        if word in keywords or word not in words:
+            raise UserError(f"unknown_word_weights names {word!r}, which is not an unknown word of this split "
+                            f"(unknown words: {', '.join(sorted(words))})")  # fmt: skip
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
+            raise UserError(f"unknown_word_weights[{word!r}] must be a number > 0, got {weight!r}")
+    draw = np.array([float(weights.get(f.split("/", 1)[0], 1.0)) for f in files])
+    return draw / draw.sum()
+
+
 class SpeechCommands(ClipDataset):
     """Google Speech Commands v2: ``root/<word>/*.wav`` with ``validation_list.txt`` and
     ``testing_list.txt`` (train is every other file); ``_background_noise_`` is not a word.
@@ -206,7 +221,8 @@ class SpeechCommands(ClipDataset):
     label order (kws_streaming puts silence and unknown first; a head trained here is not
     interchangeable with theirs). As there, the unknown and silence counts are
     ``ceil(percentage / 100 * keyword items)``: unknown items are a seeded sample of the other
-    words' files, silence items 1 s crops of the background-noise files at a gain uniform in
+    words' files (``unknown_word_weights``: a word's files drawn that many times as likely as the
+    others', for example the near misses of a keyword), silence items 1 s crops of the background-noise files at a gain uniform in
     ``[0, silence_max_gain)`` (exact zeros for a tenth of them), planned per split and seed.
     ``random_crop`` defaults to True for the train split only.
     """
@@ -219,6 +235,7 @@ class SpeechCommands(ClipDataset):
         *,
         keywords: Sequence[str] = KWS12_KEYWORDS,
         unknown_percentage: float = 10.0,
+        unknown_word_weights: Mapping[str, float] | None = None,
         silence_percentage: float = 10.0,
         silence_max_gain: float = 0.1,
         sample_rate: int = 16000,
@@ -266,7 +283,8 @@ class SpeechCommands(ClipDataset):
             n_keyword = len(items)
             others = sorted(f for w, files in split_files.items() if w not in keywords for f in files)
             n_unknown = min(len(others), math.ceil(n_keyword * unknown_percentage / 100))
-            chosen = sorted(rng.choice(len(others), size=n_unknown, replace=False)) if n_unknown else []
+            draw = _unknown_draw_probabilities(others, unknown_word_weights, keywords) if unknown_word_weights else None
+            chosen = sorted(rng.choice(len(others), size=n_unknown, replace=False, p=draw)) if n_unknown else []
             items += [(str(root / others[i]), labels.index(UNKNOWN_LABEL)) for i in chosen]
             n_silence = math.ceil(n_keyword * silence_percentage / 100)
             if n_silence:

@@ -76,7 +76,9 @@ def build_splits(recipe: Recipe, target_length: int) -> Splits:
         common = dict(task=data.task, keywords=tuple(data.keywords or KWS12_KEYWORDS), seed=seed,
                       unknown_percentage=data.unknown_percentage, silence_percentage=data.silence_percentage,
                       clip_samples=_clip(data.clip_seconds, 1.0))  # fmt: skip
-        train, val, test = (SpeechCommands(root, split, **common) for split in ("train", "validation", "test"))
+        # the weights shape what training meets; validation and test keep the plain draw, comparable across runs
+        train = SpeechCommands(root, "train", unknown_word_weights=data.unknown_word_weights, **common)
+        val, test = (SpeechCommands(root, split, **common) for split in ("validation", "test"))
     elif data.kind == "esc50":
         root = _require(root, "data.root")
         if data.fold == "all":
