@@ -197,18 +197,18 @@ def _noise_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and _is_audio(path))
 
 
-def _unknown_draw_probabilities(
-    files: Sequence[str], weights: Mapping[str, float], keywords: Sequence[str]
-) -> np.ndarray:
-    """Per-file draw probabilities from per-word weights (a file's word is its folder; unlisted: 1)."""
-    words = {f.split("/", 1)[0] for f in files}
+def _unknown_draw_probabilities(files: Sequence[str], weights: Mapping[str, float]) -> np.ndarray:
+    """Per-file draw probabilities over the unknown words' ``files`` from per-word weights (a
+    file's word is its folder; unlisted words weigh 1). A keyword is not among ``files``' words."""
+    file_words = [f.split("/", 1)[0] for f in files]
+    words = set(file_words)
     for word, weight in weights.items():
-        if word in keywords or word not in words:
+        if word not in words:
             raise UserError(f"unknown_word_weights names {word!r}, which is not an unknown word of this split "
                             f"(unknown words: {', '.join(sorted(words))})")  # fmt: skip
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
             raise UserError(f"unknown_word_weights[{word!r}] must be a number > 0, got {weight!r}")
-    draw = np.array([float(weights.get(f.split("/", 1)[0], 1.0)) for f in files])
+    draw = np.array([float(weights.get(word, 1.0)) for word in file_words])
     return draw / draw.sum()
 
 
@@ -222,8 +222,9 @@ class SpeechCommands(ClipDataset):
     interchangeable with theirs). As there, the unknown and silence counts are
     ``ceil(percentage / 100 * keyword items)``: unknown items are a seeded sample of the other
     words' files (``unknown_word_weights``: a word's files drawn that many times as likely as the
-    others', for example the near misses of a keyword), silence items 1 s crops of the background-noise files at a gain uniform in
-    ``[0, silence_max_gain)`` (exact zeros for a tenth of them), planned per split and seed.
+    others', for example the near misses of a keyword), silence items 1 s crops of the
+    background-noise files at a gain uniform in ``[0, silence_max_gain)`` (exact zeros for a tenth
+    of them), planned per split and seed.
     ``random_crop`` defaults to True for the train split only.
     """
 
@@ -283,7 +284,7 @@ class SpeechCommands(ClipDataset):
             n_keyword = len(items)
             others = sorted(f for w, files in split_files.items() if w not in keywords for f in files)
             n_unknown = min(len(others), math.ceil(n_keyword * unknown_percentage / 100))
-            draw = _unknown_draw_probabilities(others, unknown_word_weights, keywords) if unknown_word_weights else None
+            draw = _unknown_draw_probabilities(others, unknown_word_weights) if unknown_word_weights else None
             chosen = sorted(rng.choice(len(others), size=n_unknown, replace=False, p=draw)) if n_unknown else []
             items += [(str(root / others[i]), labels.index(UNKNOWN_LABEL)) for i in chosen]
             n_silence = math.ceil(n_keyword * silence_percentage / 100)
