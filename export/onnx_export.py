@@ -123,6 +123,7 @@ def export_onnx(
         fingerprint=file_sha256(output),
         extra={
             "head_window_tokens": config.head_window,
+            "head_pool": config.head_pool,
             "normalisation": {"mean": config.norm_mean, "std": config.norm_std},
             "source": {
                 "checkpoint": os.path.relpath(checkpoint.resolve(), output.parent.resolve()),

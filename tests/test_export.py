@@ -71,6 +71,16 @@ def test_other_scan_forms_and_free_batch_are_equal_too(checkpoint, stream_audio,
     assert blocks == 8 * 16000 // 1280 and difference <= 1e-4
 
 
+def test_attention_head_streams_equal_to_offline(stream_audio, tmp_path):
+    checkpoint = save_random_checkpoint(tmp_path, LABELS, seed=4, head_pool="attention")
+    path = tmp_path / "attention.onnx"
+    export_onnx(checkpoint, path)
+    assert json.loads(path.with_suffix(".json").read_text())["head_pool"] == "attention"
+    audio = stream_audio[: 8 * 16000]  # the window fills after 0.5 s: its start and steady state
+    difference, blocks = max_logit_difference(path, checkpoint, audio, seed=6)
+    assert blocks == 8 * 16000 // 2560 and difference <= 1e-4
+
+
 def test_sidecar_describes_graph_and_state(exported, checkpoint):
     spec = json.loads(exported.with_suffix(".json").read_text())
     assert spec["labels"] == LABELS and spec["sample_rate"] == 16000

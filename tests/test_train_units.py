@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ssamba_stream.errors import CheckpointError
-from ssamba_stream.model.checkpoint import load_model
+from ssamba_stream.model.checkpoint import load_model, save_model
 from ssamba_stream.model.ssamba import build_model
 from ssamba_training import rng
 from ssamba_training.config import ScheduleSection, load_recipe
@@ -72,6 +72,11 @@ def test_no_weight_decay_on_flagged_params_biases_norms_and_tokens():
     assert "v.layers.0.mixer.in_proj.weight" in decayed and "mlp_head.1.weight" in decayed
     heads = {names[id(p)] for g in groups if g["lr_scale"] == 10.0 for p in g["params"]}
     assert heads == {"mlp_head.0.weight", "mlp_head.0.bias", "mlp_head.1.weight", "mlp_head.1.bias"}
+    attention = build_model("ssamba-kws", depth=2, num_classes=5, head_pool="attention")
+    scales = {n: g["lr_scale"] for g in parameter_groups(attention, 0.05, 2.0, pool_lr_scale=30.0)
+              for n, p in attention.named_parameters() for q in g["params"] if p is q}  # fmt: skip
+    assert scales["head_attention.weight"] == scales["head_attention.bias"] == 30.0
+    assert scales["mlp_head.1.weight"] == 2.0 and scales["v.norm_f.weight"] == 1.0
 
 
 def test_schedule_warmup_multistep_and_plateau():
@@ -154,6 +159,17 @@ def test_checkpoint_round_trip_restores_model_optimizer_and_progress(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- init-from
+def test_mean_head_checkpoint_initialises_an_attention_head_unchanged(tmp_path):
+    recipe = load_recipe(RECIPES / "kws-stream.yaml", ["model.depth=2"])
+    source = build_recipe_model(recipe, ["yes", "no"]).eval()
+    save_model(source, tmp_path / "mean")
+    attention = build_recipe_model(load_recipe(RECIPES / "kws-stream.yaml", ["model.depth=2", "model.head_pool=attention"]), ["yes", "no"]).eval()
+    report = initialise_from(attention, str(tmp_path / "mean"))
+    assert set(report.new) == {"head_attention.weight", "head_attention.bias"} and not report.ignored
+    fbank = torch.randn(1, 100, 128)
+    assert torch.allclose(attention(fbank), source(fbank), atol=1e-6)
+
+
 def test_official_patch_checkpoint_initialises_the_streaming_model(tmp_path):
     path = tmp_path / "amba_tiny.pth"
     official = official_state_dict(48, 2, task="pretrain", seed=1)

@@ -73,6 +73,7 @@ class OptimSection:
     eps: float = 1e-8
     grad_clip: float | None = None  # max global gradient norm
     head_lr_scale: float = 1.0  # SSAST's head_lr: the classifier head's lr multiple
+    pool_lr_scale: float = 1.0  # the attention head's scorer: new, from zero, when a mean-pooled model is fine-tuned
 
 
 @dataclass

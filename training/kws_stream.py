@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssamba_stream.model.ssamba import SpectrogramModel
-from ssamba_stream.model.streaming import block_samples, head_windows, set_backward_block, stream_frames
+from ssamba_stream.model.streaming import block_samples, head_inputs, set_backward_block, stream_frames
 
 from .augment import mix_background, prepend_past_audio, spec_augment, ssast_mask_value, time_shift
 from .config import Recipe, RecipeError
@@ -82,7 +82,7 @@ class ContinuousObjective(nn.Module):
 
     def forward(self, fbank: Tensor, targets: Tensor, block: int) -> dict[str, Tensor]:
         hidden = features_at_block(self.model, fbank, block, self.deploy_block)
-        logits = self.model.classify(head_windows(hidden, block, self.model.config.head_window)).float()
+        logits = self.model.classify(head_inputs(self.model, hidden, block)).float()
         logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
         scored = targets != IGNORE
         count = scored.sum().float()

@@ -32,7 +32,7 @@ from ssamba_stream.model.ssamba import (
 from .config import Recipe
 
 _ENCODER_PREFIXES = ("v.layers.", "v.blocks.", "v.norm_f.", "v.norm.")
-_HEAD_PREFIXES = ("mlp_head.",)
+_HEAD_PREFIXES = ("mlp_head.", "head_attention.")
 _SSL_PREFIXES = ("cpredlayer.", "gpredlayer.", "mask_embed")
 
 

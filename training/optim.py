@@ -18,29 +18,35 @@ from .config import OptimSection, ScheduleSection
 
 _NO_DECAY_NAMES = ("cls_token", "dist_token", "pos_embed", "mask_embed")
 HEAD_PREFIX = "mlp_head."
+POOL_PREFIX = "head_attention."
 
 
 def _exempt_from_decay(name: str, param: nn.Parameter) -> bool:
     return getattr(param, "_no_weight_decay", False) or param.ndim <= 1 or name.split(".")[-1] in _NO_DECAY_NAMES
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, head_lr_scale: float) -> list[dict]:
-    """Groups (decay or not) x (encoder or classifier head), each with its ``lr_scale``."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+def _lr_scale(name: str, head_lr_scale: float, pool_lr_scale: float) -> float:
+    if name.startswith(HEAD_PREFIX):
+        return head_lr_scale
+    return pool_lr_scale if name.startswith(POOL_PREFIX) else 1.0
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, head_lr_scale: float, pool_lr_scale: float = 1.0) -> list[dict]:
+    """Groups (decay or not) x lr scale: the classifier head's, the attention pool's, the rest's 1."""
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            key = (_exempt_from_decay(name, param), name.startswith(HEAD_PREFIX))
+            key = (_exempt_from_decay(name, param), _lr_scale(name, head_lr_scale, pool_lr_scale))
             groups.setdefault(key, []).append(param)
     return [
-        {"params": params, "weight_decay": 0.0 if exempt else weight_decay,
-         "lr_scale": head_lr_scale if is_head else 1.0}
-        for (exempt, is_head), params in sorted(groups.items())
-    ]  # fmt: skip
+        {"params": params, "weight_decay": 0.0 if exempt else weight_decay, "lr_scale": scale}
+        for (exempt, scale), params in sorted(groups.items())
+    ]
 
 
 def build_optimizer(model: nn.Module, section: OptimSection) -> torch.optim.Optimizer:
     """Adam (L2 decay, as SSAST) or AdamW (decoupled decay) over :func:`parameter_groups`."""
-    groups = parameter_groups(model, section.weight_decay, section.head_lr_scale)
+    groups = parameter_groups(model, section.weight_decay, section.head_lr_scale, section.pool_lr_scale)
     kind = torch.optim.AdamW if section.name == "adamw" else torch.optim.Adam
     return kind(groups, lr=section.lr, betas=tuple(section.betas), eps=section.eps)
 

@@ -26,6 +26,7 @@ from .mamba import Mamba, MixerState
 
 TOKEN_KINDS = ("patch", "frame")
 HEAD_KINDS = ("avgtok", "cls")
+HEAD_POOLS = ("mean", "attention")
 NORM_KINDS = ("layernorm", "rmsnorm")
 ARCHS = ("ssamba", "ssast")
 SSL_TARGET_DIM = 256  # a raw 16x16 patch or 128x2 frame pair, the target of the SSL heads
@@ -59,7 +60,11 @@ class ModelConfig:
     head: str = "avgtok"
     num_classes: int = 0  # 0 = no classifier head
     ssl_heads: bool = False
-    head_window: int = 50  # tokens the streaming head averages (50 frame tokens = 1 s)
+    head_window: int = 50  # tokens the streaming head pools (50 frame tokens = 1 s)
+    # How the head pools its tokens: "mean", or "attention" (softmax weights from a learned score per
+    # token, so a short word need not be diluted by the second of noise around it; zero-initialised,
+    # it starts as the mean, and a mean-pooled checkpoint initialises it without a change of output)
+    head_pool: str = "mean"
     sample_rate: int = 16000
     norm_mean: float = -4.2677393  # fbank normalisation (x - mean) / (2 * std); AudioSet+LibriSpeech
     norm_std: float = 4.5689974
@@ -82,6 +87,8 @@ class ModelConfig:
             (self.embed_dim > 0 and self.depth > 0, "embed_dim and depth must be positive"),
             (self.fshape <= self.num_mel_bins, f"fshape {self.fshape} exceeds num_mel_bins {self.num_mel_bins}"),
             (self.head != "cls" or self.cls_token, "head='cls' needs cls_token=True"),
+            (self.head_pool in HEAD_POOLS, f"head_pool must be one of {HEAD_POOLS}, got {self.head_pool!r}"),
+            (self.head_pool == "mean" or self.head == "avgtok", "head_pool='attention' pools tokens: use head='avgtok'"),
             (not self.labels or len(self.labels) == self.num_classes,
              f"{len(self.labels)} labels given for num_classes={self.num_classes}"),
         ]
@@ -334,6 +341,8 @@ class SpectrogramModel(nn.Module):
         dim = config.embed_dim
         if config.num_classes:
             self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, config.num_classes))
+            if config.head_pool == "attention":
+                self.head_attention = nn.Linear(dim, 1)
         if config.ssl_heads:
             self.cpredlayer = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, SSL_TARGET_DIM))
             self.gpredlayer = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, SSL_TARGET_DIM))
@@ -363,6 +372,9 @@ class SpectrogramModel(nn.Module):
                 nn.init.trunc_normal_(getattr(self.v, name), std=0.02)
         if self.config.ssl_heads:
             nn.init.xavier_normal_(self.mask_embed)
+        if hasattr(self, "head_attention"):  # uniform weights: the mean
+            nn.init.zeros_(self.head_attention.weight)
+            nn.init.zeros_(self.head_attention.bias)
 
     def _init_encoder(self) -> None:
         """Encoder-specific initialisation after the linears' (none by default)."""
@@ -428,7 +440,18 @@ class SpectrogramModel(nn.Module):
         extra = self.config.num_extra_tokens
         if self.config.head == "cls":
             return hidden[:, :extra].mean(dim=1)
-        return hidden[:, extra:].mean(dim=1)
+        tokens = hidden[:, extra:]
+        return self.pool_window(tokens, torch.ones(tokens.shape[:-1], dtype=torch.bool, device=tokens.device))
+
+    def pool_window(self, tokens: Tensor, real: Tensor) -> Tensor:
+        """Head input from token features (..., W, D) of which ``real`` (..., W) marks the ones to
+        pool (the others, such as the zeros before a stream's start, get weight 0): ``head_pool``."""
+        if self.config.head_pool == "attention":
+            scores = self.head_attention(tokens).squeeze(-1).masked_fill(~real, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+        else:
+            weights = real.to(tokens.dtype) / real.sum(dim=-1, keepdim=True).to(tokens.dtype)
+        return (weights.unsqueeze(-1) * tokens).sum(dim=-2)
 
     def classify(self, pooled: Tensor) -> Tensor:
         if not self.config.num_classes:

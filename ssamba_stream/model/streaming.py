@@ -2,10 +2,10 @@
 
 A stream is defined as the audio with ``PRIMING_SAMPLES`` zeros before it (the frontend's carried
 window overlap starts as zeros), cut into blocks of B tokens = B * 320 samples. For every completed
-block the head averages the encoder features of the last W tokens (fewer at the start) and
-classifies them. ``StreamStep`` computes one block from carried state, in ops that export to ONNX
-and TensorRT; ``offline_stream_logits`` computes every block at once from the whole recording. They
-are equal: that equality is the project's central test.
+block the head pools the encoder features of the last W tokens (fewer at the start; the mean, or
+learned attention weights) and classifies them. ``StreamStep`` computes one block from carried
+state, in ops that export to ONNX and TensorRT; ``offline_stream_logits`` computes every block at
+once from the whole recording. They are equal: that equality is the project's central test.
 
 State of one step (all explicit, batch-first except the per-layer stacks):
 
@@ -108,7 +108,8 @@ class StreamStep(nn.Module):
         features, states = self.model.forward_chunk(frames, states)
         head_window = torch.cat([head_window, features], dim=1)[:, -self.window :]
         head_count = torch.clamp(head_count + features.shape[1], max=float(self.window))
-        logits = self.model.classify(head_window.sum(dim=1) / head_count)
+        real = torch.arange(self.window, device=pcm.device)[None, :] >= self.window - head_count
+        logits = self.model.classify(self.model.pool_window(head_window, real))
         return (
             _activate(logits, self.activation), logits, features, leftover,
             torch.stack([s.conv for s in states]), torch.stack([s.ssm for s in states]), head_window, head_count,
@@ -131,12 +132,23 @@ def stream_frames(
     return frontend(padded)[:, : blocks * block * model.config.tstride].to(audio.dtype)
 
 
-def head_windows(features: Tensor, block: int, window: int) -> Tensor:
-    """Mean of the last ``window`` tokens (fewer at the start) at every block end: the head's input.
+def head_inputs(model: SSAMBA, features: Tensor, block: int) -> Tensor:
+    """The head's input at every block end: the model's pooling of the last ``head_window`` tokens
+    (fewer at the start), as the step graph computes it. features (batch, tokens, D) ->
+    (batch, tokens // block, D). Differentiable: continuous training uses it too."""
+    window = model.config.head_window
+    if model.config.head_pool == "mean":
+        return _mean_windows(features, block, window)
+    blocks = features.shape[1] // block
+    positions = (torch.arange(1, blocks + 1, device=features.device) * block)[:, None] - window
+    positions = positions + torch.arange(window, device=features.device)[None, :]  # (blocks, W)
+    windows = features[:, positions.clamp(min=0)]  # (batch, blocks, W, D)
+    return model.pool_window(windows, positions >= 0)
 
-    features (batch, tokens, D) -> (batch, tokens // block, D), through a float64 cumulative sum
-    so that long streams keep their precision. Differentiable: continuous training uses it too.
-    """
+
+def _mean_windows(features: Tensor, block: int, window: int) -> Tensor:
+    """Mean of the last ``window`` tokens (fewer at the start) at every block end: the mean head's
+    input, through a float64 cumulative sum so that long streams keep their precision."""
     blocks = features.shape[1] // block
     ends = torch.arange(1, blocks + 1, device=features.device) * block
     starts = torch.clamp(ends - window, min=0)
@@ -154,4 +166,4 @@ def offline_stream_logits(model: SSAMBA, audio: Tensor) -> Tensor:
     model.check_streamable()
     cfg = model.config
     features = model.forward_features(stream_frames(model, audio))  # (batch, tokens, D)
-    return model.classify(head_windows(features, cfg.backward_block, cfg.head_window))
+    return model.classify(head_inputs(model, features, cfg.backward_block))
