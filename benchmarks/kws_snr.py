@@ -1,0 +1,168 @@
+"""FRR at <= 1 FA/h of a keyword model against the noise level of the stream, tuned and tested per SNR.
+
+One figure per stream hides what dominates a spotter's errors: the noise under the words. For
+each SNR this builds (or reuses) a validation stream and a test stream with training/
+stream_builder.py, runs the model once over each, tunes the detector (threshold, smoothing) on the
+validation stream at <= ``--max-fa-per-hour`` and scores the test stream three ways, side by side:
+at the model's shipped defaults, at the defaults tuned on validation at that SNR (the honest
+"what a user who knows the noise would get"), and at the test stream's own best threshold
+(in-sample, an upper bound). Validation and test voices are disjoint, as in every stream figure.
+
+    python benchmarks/kws_snr.py --data data/sc12 [--model M.onnx] [--snr-db inf,20,10]
+        [--tune-minutes 180] [--test-minutes 60] [--work data/streams/snr] [--csv out.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssamba_stream import KeywordSpotter
+from ssamba_stream.errors import UserError
+from ssamba_stream.evaluation import (
+    Occurrence,
+    OperatingPoint,
+    StreamPosteriors,
+    operating_point,
+    read_ground_truth,
+    stream_posteriors,
+    sweep,
+    tune_posteriors,
+)
+from ssamba_stream.kws import DetectorConfig
+from ssamba_training.stream_builder import StreamConfig, build_stream
+
+TUNE_SEED, TEST_SEED = 5, 1  # the seeds of the repository's val180 and test60 streams
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A labelled stream after one model pass."""
+
+    posteriors: StreamPosteriors
+    keywords: list[Occurrence]
+
+
+@dataclass(frozen=True)
+class SnrRow:
+    """The test stream at one SNR, scored three ways."""
+
+    snr_db: float
+    shipped: OperatingPoint
+    tuned: OperatingPoint
+    tuned_config: DetectorConfig
+    in_sample: OperatingPoint | None  # None: no threshold reaches the budget
+
+
+def stream_path(work: Path, split: str, minutes: float, snr_db: float, seed: int) -> Path:
+    level = "clean" if math.isinf(snr_db) else f"{snr_db:g}db"
+    return work / f"{split}-{minutes:g}min-{level}-seed{seed}.wav"
+
+
+def ensure_stream(data: Path, work: Path, split: str, minutes: float, snr_db: float, seed: int) -> Path:
+    """The stream's WAV, built once (the builder is deterministic, so a present file is the same one)."""
+    path = stream_path(work, split, minutes, snr_db, seed)
+    if not (path.is_file() and path.with_suffix(".csv").is_file()):
+        build_stream(StreamConfig(data=data, out=path, split=split, minutes=minutes, snr_db=snr_db, seed=seed))
+    return path
+
+
+def score(spotter: KeywordSpotter, path: Path) -> Scored:
+    ignore = spotter.detector.config.ignore
+    keywords = [o for o in read_ground_truth(path.with_suffix(".csv")) if o.label not in ignore]
+    return Scored(stream_posteriors(spotter, path), keywords)
+
+
+def at(config: DetectorConfig, stream: Scored) -> OperatingPoint:
+    """The detector at ``config`` over a scored stream."""
+    events = stream.posteriors.events(config)
+    return operating_point(config.threshold, events, stream.keywords, stream.posteriors.seconds / 3600, 1.0)
+
+
+def best_in_sample(stream: Scored, config: DetectorConfig, budget: float) -> OperatingPoint | None:
+    """The test stream's own lowest FRR within the budget over thresholds and smoothing (optimistic)."""
+    points = [
+        point
+        for blocks in (1, 2, 3, 4, 6, 8)
+        for point in sweep(stream.posteriors, dataclasses.replace(config, smoothing_blocks=blocks), stream.keywords)
+        if point.fa_per_hour <= budget
+    ]
+    return min(points, key=lambda p: (p.frr, p.fa_per_hour), default=None)
+
+
+def measure(args: argparse.Namespace, snr_db: float) -> SnrRow:
+    spotter = KeywordSpotter(args.model)
+    shipped = spotter.detector.config
+    tune = score(spotter, ensure_stream(args.data, args.work, "validation", args.tune_minutes, snr_db, TUNE_SEED))
+    test = score(spotter, ensure_stream(args.data, args.work, "testing", args.test_minutes, snr_db, TEST_SEED))
+    tuned, _ = tune_posteriors(tune.posteriors, shipped, tune.keywords, max_fa_per_hour=args.max_fa_per_hour)
+    return SnrRow(snr_db, at(shipped, test), at(tuned, test), tuned, best_in_sample(test, shipped, args.max_fa_per_hour))
+
+
+def point_text(point: OperatingPoint | None) -> str:
+    return "not reached" if point is None else f"{point.frr:6.1%} at {point.fa_per_hour:4.2f} FA/h"
+
+
+def header(budget: float) -> str:
+    tuned = f"tuned on validation <= {budget:g} FA/h"
+    return f"{'SNR':>6} | {'shipped defaults':>22} | {tuned:>40} | {'test in-sample best':>22}"
+
+
+def row_text(row: SnrRow) -> str:
+    level = "clean" if math.isinf(row.snr_db) else f"{row.snr_db:g} dB"
+    config = row.tuned_config
+    tuned = f"{point_text(row.tuned)} ({config.threshold:g}, smoothing {config.smoothing_blocks})"
+    return f"{level:>6} | {point_text(row.shipped):>22} | {tuned:>40} | {point_text(row.in_sample):>22}"
+
+
+def write_csv(rows: list[SnrRow], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["snr_db", "shipped_frr", "shipped_fa_per_hour", "tuned_threshold", "tuned_smoothing",
+                      "tuned_frr", "tuned_fa_per_hour", "in_sample_frr", "in_sample_fa_per_hour"])  # fmt: skip
+        for r in rows:
+            best = r.in_sample
+            out.writerow([r.snr_db, r.shipped.frr, r.shipped.fa_per_hour, r.tuned_config.threshold,
+                          r.tuned_config.smoothing_blocks, r.tuned.frr, r.tuned.fa_per_hour,
+                          "" if best is None else best.frr, "" if best is None else best.fa_per_hour])  # fmt: skip
+
+
+def snr_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--snr-db takes comma-separated numbers or inf, got {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="data set in the Speech Commands v2 layout")
+    parser.add_argument("--model", default=None, help="exported model (default: the bundled one)")
+    parser.add_argument("--snr-db", type=snr_list, default=[math.inf, 20.0, 10.0], help="e.g. inf,20,10")
+    parser.add_argument("--tune-minutes", type=float, default=180.0)
+    parser.add_argument("--test-minutes", type=float, default=60.0)
+    parser.add_argument("--max-fa-per-hour", type=float, default=1.0)
+    parser.add_argument("--work", type=Path, default=Path("data/streams/snr"), help="where the streams go")
+    parser.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
+    args = parser.parse_args(argv)
+    try:
+        print(header(args.max_fa_per_hour), flush=True)
+        rows = []
+        for snr_db in args.snr_db:
+            rows.append(measure(args, snr_db))
+            print(row_text(rows[-1]), flush=True)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.csv:
+        write_csv(rows, args.csv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
