@@ -2,10 +2,11 @@
 
 One figure per stream hides what dominates a spotter's errors: the noise under the words. For
 each SNR this builds (or reuses) a validation stream and a test stream with training/
-stream_builder.py, runs the model once over each, tunes the detector (threshold, smoothing) on the
-validation stream at <= ``--max-fa-per-hour`` and scores the test stream three ways, side by side:
-at the model's shipped defaults, at the defaults tuned on validation at that SNR (the honest
-"what a user who knows the noise would get"), and at the test stream's own best threshold
+stream_builder.py (the model's keywords among unknown words; the same words at every SNR, only
+the noise gain differs), runs the model once over each, tunes the detector (threshold,
+smoothing) on the validation stream at <= ``--max-fa-per-hour`` and scores the test stream three
+ways, side by side: at the model's shipped defaults, at the defaults tuned on validation at that
+SNR (what a user who tunes for their noise gets), and at the test stream's own best threshold
 (in-sample, an upper bound). Validation and test voices are disjoint, as in every stream figure.
 
     python benchmarks/kws_snr.py --data data/sc12 [--model M.onnx] [--snr-db inf,20,10]
@@ -64,12 +65,11 @@ def stream_path(work: Path, split: str, minutes: float, snr_db: float, seed: int
     return work / f"{split}-{minutes:g}min-{level}-seed{seed}.wav"
 
 
-def ensure_stream(data: Path, work: Path, split: str, minutes: float, snr_db: float, seed: int) -> Path:
+def ensure_stream(config: StreamConfig) -> Path:
     """The stream's WAV, built once (the builder is deterministic, so a present file is the same one)."""
-    path = stream_path(work, split, minutes, snr_db, seed)
-    if not (path.is_file() and path.with_suffix(".csv").is_file()):
-        build_stream(StreamConfig(data=data, out=path, split=split, minutes=minutes, snr_db=snr_db, seed=seed))
-    return path
+    if not (config.out.is_file() and config.out.with_suffix(".csv").is_file()):
+        build_stream(config)
+    return config.out
 
 
 def score(spotter: KeywordSpotter, path: Path) -> Scored:
@@ -98,8 +98,15 @@ def best_in_sample(stream: Scored, config: DetectorConfig, budget: float) -> Ope
 def measure(args: argparse.Namespace, snr_db: float) -> SnrRow:
     spotter = KeywordSpotter(args.model)
     shipped = spotter.detector.config
-    tune = score(spotter, ensure_stream(args.data, args.work, "validation", args.tune_minutes, snr_db, TUNE_SEED))
-    test = score(spotter, ensure_stream(args.data, args.work, "testing", args.test_minutes, snr_db, TEST_SEED))
+    keywords = tuple(label for label in spotter.labels if label not in shipped.ignore)
+
+    def stream(split: str, minutes: float, seed: int) -> Scored:
+        out = stream_path(args.work, split, minutes, snr_db, seed)
+        config = StreamConfig(args.data, out, split, minutes, snr_db, keywords, seed=seed)
+        return score(spotter, ensure_stream(config))
+
+    tune = stream("validation", args.tune_minutes, TUNE_SEED)
+    test = stream("testing", args.test_minutes, TEST_SEED)
     tuned, _ = tune_posteriors(tune.posteriors, shipped, tune.keywords, max_fa_per_hour=args.max_fa_per_hour)
     return SnrRow(snr_db, at(shipped, test), at(tuned, test), tuned, best_in_sample(test, shipped, args.max_fa_per_hour))
 
