@@ -26,6 +26,8 @@ from pathlib import Path
 from ssamba_stream import KeywordSpotter
 from ssamba_stream.errors import UserError
 from ssamba_stream.evaluation import (
+    DEFAULT_TOLERANCE,
+    SMOOTHING_CHOICES,
     Occurrence,
     OperatingPoint,
     StreamPosteriors,
@@ -81,14 +83,15 @@ def score(spotter: KeywordSpotter, path: Path) -> Scored:
 def at(config: DetectorConfig, stream: Scored) -> OperatingPoint:
     """The detector at ``config`` over a scored stream."""
     events = stream.posteriors.events(config)
-    return operating_point(config.threshold, events, stream.keywords, stream.posteriors.seconds / 3600, 1.0)
+    return operating_point(config.threshold, events, stream.keywords, stream.posteriors.seconds / 3600,
+                           DEFAULT_TOLERANCE)
 
 
 def best_in_sample(stream: Scored, config: DetectorConfig, budget: float) -> OperatingPoint | None:
     """The test stream's own lowest FRR within the budget over thresholds and smoothing (optimistic)."""
     points = [
         point
-        for blocks in (1, 2, 3, 4, 6, 8)
+        for blocks in SMOOTHING_CHOICES
         for point in sweep(stream.posteriors, dataclasses.replace(config, smoothing_blocks=blocks), stream.keywords)
         if point.fa_per_hour <= budget
     ]
