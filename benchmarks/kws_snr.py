@@ -10,7 +10,7 @@ SNR (what a user who tunes for their noise gets), and at the test stream's own b
 (in-sample, an upper bound). Validation and test voices are disjoint, as in every stream figure.
 
     python benchmarks/kws_snr.py --data data/sc12 [--model M.onnx] [--snr-db inf,20,10]
-        [--tune-minutes 180] [--test-minutes 60] [--work data/streams/snr] [--csv out.csv]
+        [--tune-minutes 180] [--test-minutes 60] [--work data/streams/snr] [--csv out.csv] [--plot det.png]
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from ssamba_stream.evaluation import (
     Occurrence,
     OperatingPoint,
     StreamPosteriors,
+    det_axes,
     operating_point,
     read_ground_truth,
+    require_matplotlib,
     stream_posteriors,
     sweep,
     tune_posteriors,
@@ -60,6 +62,7 @@ class SnrRow:
     tuned: OperatingPoint
     tuned_config: DetectorConfig
     in_sample: OperatingPoint | None  # None: no threshold reaches the budget
+    curve: list[OperatingPoint]  # the test stream's sweep at the tuned smoothing, for the DET plot
 
 
 def stream_path(work: Path, split: str, minutes: float, snr_db: float, seed: int) -> Path:
@@ -111,7 +114,25 @@ def measure(args: argparse.Namespace, snr_db: float) -> SnrRow:
     tune = stream("validation", args.tune_minutes, TUNE_SEED)
     test = stream("testing", args.test_minutes, TEST_SEED)
     tuned, _ = tune_posteriors(tune.posteriors, shipped, tune.keywords, max_fa_per_hour=args.max_fa_per_hour)
-    return SnrRow(snr_db, at(shipped, test), at(tuned, test), tuned, best_in_sample(test, shipped, args.max_fa_per_hour))
+    curve = sweep(test.posteriors, tuned, test.keywords)
+    best = best_in_sample(test, shipped, args.max_fa_per_hour)
+    return SnrRow(snr_db, at(shipped, test), at(tuned, test), tuned, best, curve)
+
+
+def level_text(snr_db: float) -> str:
+    return "clean" if math.isinf(snr_db) else f"{snr_db:g} dB"
+
+
+def plot(rows: list[SnrRow], minutes: float, path: Path) -> None:
+    """One DET curve per SNR on the test stream, each with its validation-tuned point marked."""
+    most = max(point.fa_per_hour for row in rows for point in row.curve)
+    figure, axes = det_axes(f"test stream ({minutes:g} min) by SNR, smoothing tuned on validation", most)
+    for row in rows:
+        line, = axes.plot([p.fa_per_hour for p in row.curve], [100 * p.frr for p in row.curve], "o-", ms=2,
+                          label=level_text(row.snr_db))  # fmt: skip
+        axes.plot(row.tuned.fa_per_hour, 100 * row.tuned.frr, "s", color=line.get_color())
+    axes.legend(loc="best", title="squares: tuned on validation")
+    figure.savefig(path, dpi=120)
 
 
 def point_text(point: OperatingPoint | None) -> str:
@@ -124,10 +145,9 @@ def header(budget: float) -> str:
 
 
 def row_text(row: SnrRow) -> str:
-    level = "clean" if math.isinf(row.snr_db) else f"{row.snr_db:g} dB"
     config = row.tuned_config
     tuned = f"{point_text(row.tuned)} ({config.threshold:g}, smoothing {config.smoothing_blocks})"
-    return f"{level:>6} | {point_text(row.shipped):>22} | {tuned:>40} | {point_text(row.in_sample):>22}"
+    return f"{level_text(row.snr_db):>6} | {point_text(row.shipped):>22} | {tuned:>40} | {point_text(row.in_sample):>22}"
 
 
 def write_csv(rows: list[SnrRow], path: Path) -> None:
@@ -159,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-fa-per-hour", type=float, default=1.0)
     parser.add_argument("--work", type=Path, default=Path("data/streams/snr"), help="where the streams go")
     parser.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
+    parser.add_argument("--plot", type=Path, default=None, help="also draw the DET curves as a PNG")
     args = parser.parse_args(argv)
     try:
+        if args.plot:
+            require_matplotlib()  # before hours of audio, not after
         print(header(args.max_fa_per_hour), flush=True)
         rows = []
         for snr_db in args.snr_db:
@@ -171,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.csv:
         write_csv(rows, args.csv)
+    if args.plot:
+        plot(rows, args.test_minutes, args.plot)
     return 0
 
 

@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,10 @@ from .audio import iter_audio_blocks
 from .errors import UserError
 from .kws import Detector, DetectorConfig, Event, smooth
 from .spotter import KeywordSpotter
+
+if TYPE_CHECKING:  # matplotlib is optional: imported only where a plot is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 DEFAULT_TOLERANCE = 1.0  # seconds after a word's end in which its event still counts
 # 0.05 .. 0.99 by 0.01, then 0.991 .. 0.999: a confident softmax model's DET curve bends up there.
@@ -46,6 +51,7 @@ HEADER = ["start", "end", "label"]
 WORD_COLUMN = "word"  # optional fourth column: the word spoken
 NOTHING_SAID = "(no word)"  # what a false accept in silence or noise was said on
 MATPLOTLIB_MISSING = "install matplotlib: pip install 'ssamba-stream[eval]'"
+TARGET_COLOUR = "black"  # not one of the colours the curves cycle through
 END_SLACK_SECONDS = 0.05  # labels may end this far past the audio (rounding in the CSV)
 
 
@@ -592,26 +598,33 @@ def require_matplotlib() -> None:
         raise UserError(MATPLOTLIB_MISSING) from None
 
 
-def plot_det(result: StreamEvaluation, path: str | os.PathLike) -> None:
-    """DET curve: FRR % against FA/h, one point per threshold, with the target and the default marked."""
+def det_axes(title: str, most_fa_per_hour: float) -> tuple[Figure, Axes]:
+    """An empty DET plot (FRR % against FA/h, the target marked) for one or more curves."""
     require_matplotlib()
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     figure = Figure(figsize=(7, 5), layout="constrained")
     axes = figure.subplots()
-    fa, frr = [p.fa_per_hour for p in result.sweep], [100 * p.frr for p in result.sweep]
-    axes.plot(fa, frr, "o-", ms=3, label="thresholds")
-    d = result.default
-    axes.plot(d.fa_per_hour, 100 * d.frr, "s", color="tab:orange", label=f"default ({describe_thresholds(result.detector)})")
-    axes.plot(TARGET_FA_PER_HOUR, 100 * TARGET_FRR, "*", ms=14, color="tab:green", label="target")
-    axes.axvline(TARGET_FA_PER_HOUR, color="tab:green", ls=":", lw=1)
-    axes.axhline(100 * TARGET_FRR, color="tab:green", ls=":", lw=1)
+    axes.plot(TARGET_FA_PER_HOUR, 100 * TARGET_FRR, "*", ms=14, color=TARGET_COLOUR, label="target")
+    axes.axvline(TARGET_FA_PER_HOUR, color=TARGET_COLOUR, ls=":", lw=1)
+    axes.axhline(100 * TARGET_FRR, color=TARGET_COLOUR, ls=":", lw=1)
     axes.set_xscale("symlog", linthresh=1.0)  # linear up to 1 FA/h (0 included), logarithmic above
-    axes.set_xlim(0, 2 * max(10.0, *fa))
+    axes.set_xlim(0, 2 * max(10.0, most_fa_per_hour))
     axes.set_ylim(0, 100)
     axes.set_xlabel("false accepts per hour")
     axes.set_ylabel("false-reject rate (%)")
-    axes.set_title(f"{Path(result.stream).name}: {result.seconds / 60:.0f} min, {result.keywords} keywords")
+    axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
+    return figure, axes
+
+
+def plot_det(result: StreamEvaluation, path: str | os.PathLike) -> None:
+    """DET curve: FRR % against FA/h, one point per threshold, with the target and the default marked."""
+    fa, frr = [p.fa_per_hour for p in result.sweep], [100 * p.frr for p in result.sweep]
+    title = f"{Path(result.stream).name}: {result.seconds / 60:.0f} min, {result.keywords} keywords"
+    figure, axes = det_axes(title, max(fa))
+    axes.plot(fa, frr, "o-", ms=3, label="thresholds")
+    d = result.default
+    axes.plot(d.fa_per_hour, 100 * d.frr, "s", color="tab:orange", label=f"default ({describe_thresholds(result.detector)})")
     axes.legend(loc="best")
     figure.savefig(path, dpi=120)
