@@ -28,14 +28,12 @@ from ssamba_stream.errors import UserError
 from ssamba_stream.evaluation import (
     DEFAULT_TOLERANCE,
     SMOOTHING_CHOICES,
-    Occurrence,
     OperatingPoint,
-    StreamPosteriors,
+    StreamRun,
     det_axes,
     operating_point,
-    read_ground_truth,
     require_matplotlib,
-    stream_posteriors,
+    run_stream,
     sweep,
     tune_posteriors,
 )
@@ -43,14 +41,6 @@ from ssamba_stream.kws import DetectorConfig
 from ssamba_training.stream_builder import StreamConfig, build_stream
 
 TUNE_SEED, TEST_SEED = 5, 1  # the seeds of the repository's val180 and test60 streams
-
-
-@dataclass(frozen=True)
-class Scored:
-    """A labelled stream after one model pass."""
-
-    posteriors: StreamPosteriors
-    keywords: list[Occurrence]
 
 
 @dataclass(frozen=True)
@@ -77,27 +67,24 @@ def ensure_stream(config: StreamConfig) -> Path:
     return config.out
 
 
-def score(spotter: KeywordSpotter, path: Path) -> Scored:
-    ignore = spotter.detector.config.ignore
-    keywords = [o for o in read_ground_truth(path.with_suffix(".csv")) if o.label not in ignore]
-    return Scored(stream_posteriors(spotter, path), keywords)
-
-
-def at(config: DetectorConfig, stream: Scored) -> OperatingPoint:
+def at(config: DetectorConfig, stream: StreamRun) -> OperatingPoint:
     """The detector at ``config`` over a scored stream."""
     events = stream.posteriors.events(config)
     return operating_point(config.threshold, events, stream.keywords, stream.posteriors.seconds / 3600,
                            DEFAULT_TOLERANCE)
 
 
-def best_in_sample(stream: Scored, config: DetectorConfig, budget: float) -> OperatingPoint | None:
-    """The test stream's own lowest FRR within the budget over thresholds and smoothing (optimistic)."""
-    points = [
-        point
+def sweeps(stream: StreamRun, config: DetectorConfig) -> dict[int, list[OperatingPoint]]:
+    """The threshold sweep at every smoothing the tuning chooses from."""
+    return {
+        blocks: sweep(stream.posteriors, dataclasses.replace(config, smoothing_blocks=blocks), stream.keywords)
         for blocks in SMOOTHING_CHOICES
-        for point in sweep(stream.posteriors, dataclasses.replace(config, smoothing_blocks=blocks), stream.keywords)
-        if point.fa_per_hour <= budget
-    ]
+    }
+
+
+def best_within(curves: dict[int, list[OperatingPoint]], budget: float) -> OperatingPoint | None:
+    """The lowest FRR within the budget over thresholds and smoothing (on the test stream: optimistic)."""
+    points = [point for curve in curves.values() for point in curve if point.fa_per_hour <= budget]
     return min(points, key=lambda p: (p.frr, p.fa_per_hour), default=None)
 
 
@@ -106,17 +93,17 @@ def measure(args: argparse.Namespace, snr_db: float) -> SnrRow:
     shipped = spotter.detector.config
     keywords = tuple(label for label in spotter.labels if label not in shipped.ignore)
 
-    def stream(split: str, minutes: float, seed: int) -> Scored:
+    def stream(split: str, minutes: float, seed: int) -> StreamRun:
         out = stream_path(args.work, split, minutes, snr_db, seed)
         config = StreamConfig(args.data, out, split, minutes, snr_db, keywords, seed=seed)
-        return score(spotter, ensure_stream(config))
+        return run_stream(ensure_stream(config), out.with_suffix(".csv"), args.model)
 
     tune = stream("validation", args.tune_minutes, TUNE_SEED)
     test = stream("testing", args.test_minutes, TEST_SEED)
     tuned, _ = tune_posteriors(tune.posteriors, shipped, tune.keywords, max_fa_per_hour=args.max_fa_per_hour)
-    curve = sweep(test.posteriors, tuned, test.keywords)
-    best = best_in_sample(test, shipped, args.max_fa_per_hour)
-    return SnrRow(snr_db, at(shipped, test), at(tuned, test), tuned, best, curve)
+    curves = sweeps(test, shipped)
+    best = best_within(curves, args.max_fa_per_hour)
+    return SnrRow(snr_db, at(shipped, test), at(tuned, test), tuned, best, curves[tuned.smoothing_blocks])
 
 
 def level_text(snr_db: float) -> str:

@@ -385,7 +385,7 @@ def _keywords(
 
 
 @dataclass(frozen=True)
-class _Run:
+class StreamRun:
     """One model pass over a labelled stream: what every evaluation and tuning starts from."""
 
     spotter: KeywordSpotter
@@ -394,8 +394,9 @@ class _Run:
     posteriors: StreamPosteriors
 
 
-def _run(stream: str | os.PathLike, labels: str | os.PathLike, model: str | os.PathLike | None,
-         backend: str, tolerance: float) -> _Run:  # fmt: skip
+def run_stream(stream: str | os.PathLike, labels: str | os.PathLike, model: str | os.PathLike | None,
+               backend: str = "onnxruntime", tolerance: float = DEFAULT_TOLERANCE) -> StreamRun:  # fmt: skip
+    """One model pass over a labelled stream, its labels checked against the model and the audio."""
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise UserError(f"tolerance must be >= 0 seconds, got {tolerance}")
     occurrences = read_ground_truth(labels)
@@ -408,7 +409,7 @@ def _run(stream: str | os.PathLike, labels: str | os.PathLike, model: str | os.P
             f"the labels go to {last_end:.2f} s but {stream} lasts {posteriors.seconds:.2f} s: "
             "pass the labels CSV written with this stream"
         )
-    return _Run(spotter, occurrences, keywords, posteriors)
+    return StreamRun(spotter, occurrences, keywords, posteriors)
 
 
 def evaluate_stream(
@@ -421,7 +422,7 @@ def evaluate_stream(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
 ) -> StreamEvaluation:
     """Evaluate ``model`` (default: the bundled one) on a labelled stream: one model pass, then the sweep."""
-    run = _run(stream, labels, model, backend, tolerance)
+    run = run_stream(stream, labels, model, backend, tolerance)
     config, posteriors = run.spotter.detector.config, run.posteriors
     hours = posteriors.seconds / 3600
     events = posteriors.events(config)
@@ -537,7 +538,7 @@ def tune_detector(
     """The detector defaults with the lowest FRR at <= ``max_fa_per_hour`` on a held-out labelled
     stream (``tune_posteriors`` after one model pass). Tune on validation voices and report on test
     voices, so that the reported figure is not tuned on."""
-    run = _run(stream, labels, model, backend, tolerance)
+    run = run_stream(stream, labels, model, backend, tolerance)
     return tune_posteriors(run.posteriors, run.spotter.detector.config, run.keywords,
                            max_fa_per_hour=max_fa_per_hour, smoothing=smoothing, per_keyword=per_keyword,
                            tolerance=tolerance, stream=str(stream))  # fmt: skip
