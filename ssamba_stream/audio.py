@@ -75,7 +75,7 @@ def open_audio(path: str | os.PathLike) -> sf.SoundFile:
     truncated (WAV), not empty. The caller closes it (``with open_audio(p) as f``)."""
     path = Path(path)
     if not path.is_file():
-        raise BadAudioError(path, "file not found")
+        raise BadAudioError(path, "a directory, not an audio file" if path.is_dir() else "file not found")
     try:
         file = sf.SoundFile(str(path))
     except (sf.SoundFileError, OSError) as error:

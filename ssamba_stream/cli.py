@@ -16,6 +16,8 @@ from .cli_common import (
     EveryOption,
     JsonOption,
     ModelOption,
+    RefractoryOption,
+    SmoothingOption,
     TaskOption,
     ThreadsOption,
     ThresholdOption,
@@ -84,6 +86,8 @@ def file(
     backend: BackendOption = "onnxruntime",
     threshold: ThresholdOption = None,
     thresholds: ThresholdsOption = "",
+    smoothing: SmoothingOption = None,
+    refractory: RefractoryOption = None,
     as_json: JsonOption = False,
     top_k: TopKOption = 3,
     every: EveryOption = 1.0,
@@ -92,7 +96,8 @@ def file(
     """Run audio files through the streaming engine at full speed; each file is its own stream."""
     from .audio import iter_audio_blocks
 
-    engine = make_engine(task, model, backend, threads, threshold, thresholds, top_k, every)
+    engine = make_engine(task, model, backend, threads, threshold=threshold, thresholds=thresholds,
+                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every)
     failures = []
     for path in paths:
         source = str(path) if len(paths) > 1 else None
@@ -149,6 +154,8 @@ def stdin(
     backend: BackendOption = "onnxruntime",
     threshold: ThresholdOption = None,
     thresholds: ThresholdsOption = "",
+    smoothing: SmoothingOption = None,
+    refractory: RefractoryOption = None,
     as_json: JsonOption = False,
     top_k: TopKOption = 3,
     every: EveryOption = 1.0,
@@ -161,7 +168,8 @@ def stdin(
         raise UserError(f"--channels must be at least 1, got {channels}")
     if rate < 1:
         raise UserError(f"--rate must be a positive number of Hz, got {rate}")
-    engine = make_engine(task, model, backend, threads, threshold, thresholds, top_k, every)
+    engine = make_engine(task, model, backend, threads, threshold=threshold, thresholds=thresholds,
+                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every)
     count = 0
     frames = max(1, rate // 10)  # 100 ms reads: results appear with at most one read of delay
     say_conversion("stdin", rate, channels, engine.spec.sample_rate)

@@ -24,15 +24,25 @@ ThresholdOption = Annotated[
     float | None, typer.Option(help="detection threshold for every keyword (default: the model's)")
 ]
 ThresholdsOption = Annotated[str, typer.Option(help="per-keyword thresholds, e.g. yes=0.7,stop=0.6")]
+SmoothingOption = Annotated[
+    int | None,
+    typer.Option("--smoothing", help="blocks the keyword posteriors are averaged over (default: the model's)"),
+]
+RefractoryOption = Annotated[
+    float | None,
+    typer.Option("--refractory", help="seconds after an event in which no keyword fires (default: the model's)"),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="one JSON object per result line, for piping")]
 TopKOption = Annotated[int, typer.Option("--top-k", help="classify: labels per window")]
 EveryOption = Annotated[float, typer.Option("--every", help="classify: seconds between rankings")]
 ThreadsOption = Annotated[int, typer.Option(help="CPU threads for the model")]
 
 
-def make_engine(task: str, model: Path | None, backend: str, threads: int, threshold: float | None,
-                thresholds: str, top_k: int, every: float):  # fmt: skip
-    """The spotter or classifier the mic, file and stdin commands share."""
+def make_engine(task: str, model: Path | None, backend: str, threads: int, *, threshold: float | None,
+                thresholds: str, smoothing: int | None, refractory: float | None, top_k: int,
+                every: float):  # fmt: skip
+    """The spotter or classifier the mic, file and stdin commands share; the detector options
+    (kws) override the model sidecar's defaults, None keeps them."""
     from .kws import parse_thresholds
     from .runtime.spec import TASKS
     from .spotter import KeywordSpotter, StreamClassifier
@@ -42,7 +52,8 @@ def make_engine(task: str, model: Path | None, backend: str, threads: int, thres
     if task == "classify":
         return StreamClassifier(model, backend=backend, threads=threads, top_k=top_k, every_seconds=every)
     return KeywordSpotter(model, backend=backend, threads=threads, threshold=threshold,
-                          thresholds=parse_thresholds(thresholds))  # fmt: skip
+                          thresholds=parse_thresholds(thresholds), smoothing_blocks=smoothing,
+                          refractory_seconds=refractory)  # fmt: skip
 
 
 def print_results(results: Iterable, as_json: bool, source: str | None = None) -> int:

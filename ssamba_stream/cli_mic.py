@@ -26,6 +26,8 @@ def mic(
     backend: common.BackendOption = "onnxruntime",
     threshold: common.ThresholdOption = None,
     thresholds: common.ThresholdsOption = "",
+    smoothing: common.SmoothingOption = None,
+    refractory: common.RefractoryOption = None,
     as_json: common.JsonOption = False,
     seconds: Annotated[
         float | None, typer.Option(help="stop after this much audio (default: run until Ctrl-C)")
@@ -37,7 +39,8 @@ def mic(
     """Spot keywords live from a microphone until Ctrl-C (or --seconds); a summary goes to stderr."""
     if seconds is not None and seconds <= 0:
         raise UserError(f"--seconds must be positive, got {seconds}")
-    engine = make_engine(task, model, backend, threads, threshold, thresholds, top_k, every)
+    engine = make_engine(task, model, backend, threads, threshold=threshold, thresholds=thresholds,
+                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every)
     count = 0
 
     def emit(results: list) -> None:

@@ -2,6 +2,7 @@
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -10,6 +11,16 @@ class UserError(Exception):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, or does not fit the model it is loaded into."""
+
+
+def absence(path: Path, directory: bool = False) -> str:
+    """Why ``path`` cannot be opened as a file (or, with ``directory``, as a folder): a folder given
+    for a file is told apart from a missing one, so the message points at the real mistake."""
+    if directory and path.exists():
+        return "is a file, not a directory"
+    if not directory and path.is_dir():
+        return "is a directory, not a file"
+    return "not found"
 
 
 def run_cli(app: Callable[[], object], program: str) -> None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .audio import iter_audio_blocks
-from .errors import UserError
+from .errors import UserError, absence
 from .kws import Detector, DetectorConfig, Event, smooth
 from .spotter import KeywordSpotter
 
@@ -74,7 +74,7 @@ def read_ground_truth(path: str | os.PathLike) -> list[Occurrence]:
     path = Path(path)
     if not path.is_file():
         raise UserError(
-            f"labels file {path} not found: pass --labels S.csv (written by training/stream_builder.py)"
+            f"labels file {path} {absence(path)}: pass --labels S.csv (written by training/stream_builder.py)"
         )
     with open(path, newline="", encoding="utf-8") as file:
         rows = list(csv.reader(file))

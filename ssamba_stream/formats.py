@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, UserError, absence
 
 CHECKPOINT_FORMAT = "ssamba-stream/checkpoint-v1"
 WEIGHTS_FILE = "model.safetensors"
@@ -34,7 +34,9 @@ def read_checkpoint_document(directory: str | Path) -> dict:
     path = Path(directory)
     if not path.is_dir():
         hint = " (an official SSAMBA .pth file? import it with import_official)" if path.suffix == ".pth" else ""
-        raise CheckpointError(f"checkpoint directory {path} not found{hint}: pass a directory written by save_model")
+        raise CheckpointError(
+            f"checkpoint directory {path} {absence(path, directory=True)}{hint}: pass a directory written by save_model"
+        )
     return read_json_document(
         path / CONFIG_FILE, CHECKPOINT_FORMAT, "an ssamba-stream checkpoint config", CheckpointError,
         missing=f"{path} is not an ssamba-stream checkpoint", fix="re-save or re-export the checkpoint",

@@ -71,9 +71,10 @@ class DetectorConfig:
 
     def checked(self) -> DetectorConfig:
         """Self, after one-line errors for values no detector can use."""
-        for label, value in {"threshold": self.threshold, **self.thresholds}.items():
+        named = {"the threshold": self.threshold, **{f"the threshold for {k}": v for k, v in self.thresholds.items()}}
+        for name, value in named.items():
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-                raise UserError(f"threshold for {label} must be a number between 0 and 1, got {value!r}")
+                raise UserError(f"{name} must be a number between 0 and 1, got {value!r}")
         if not (isinstance(self.smoothing_blocks, int) and self.smoothing_blocks >= 1):
             raise UserError(f"smoothing must be a whole number of blocks >= 1, got {self.smoothing_blocks!r}")
         if not (isinstance(self.refractory_seconds, (int, float)) and self.refractory_seconds >= 0):

@@ -53,6 +53,9 @@ def test_overwrite_is_atomic_and_leaves_no_temporaries(tmp_path):
 def test_load_errors_name_the_problem(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "nowhere")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is a file, not a directory"):
+        load_model(tmp_path / "model.safetensors")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="config.json is missing"):
         load_model(tmp_path / "empty")

@@ -74,6 +74,21 @@ def test_file_command_prints_the_api_events(random_kws_model, reference_wav, low
     assert [line.split()[1] for line in text] == [e.label for e in expected]
 
 
+def test_smoothing_and_refractory_options_override_the_sidecar(random_kws_model, reference_wav):
+    """--smoothing and --refractory reach the detector as the API's overrides do, and change what fires."""
+    defaults = KeywordSpotter(random_kws_model, threshold=0.3).process_file(reference_wav)
+    expected = KeywordSpotter(
+        random_kws_model, threshold=0.3, smoothing_blocks=4, refractory_seconds=4.0
+    ).process_file(reference_wav)
+    result = run_cli("file", reference_wav, "--model", random_kws_model, "--json", "--threshold", "0.3",
+                     "--smoothing", "4", "--refractory", "4")  # fmt: skip
+    events = json_lines(result)
+    assert events == [e.to_json() for e in expected]
+    assert 1 <= len(events) < len(defaults)
+    gaps = np.diff([event["time"] for event in events])
+    assert (gaps >= 4.0).all()
+
+
 def test_stdin_at_44k_stereo_int16_gives_the_same_events_as_the_file(
     random_kws_model, audio, tmp_path, low_threshold
 ):
@@ -152,6 +167,8 @@ def write_bad(tmp_path: Path, kind: str) -> Path:
         path.write_bytes(data[:20] if kind == "truncated_header" else data[:-9000])
     elif kind == "not_audio":
         path.write_text("this is a text file, not a recording\n")
+    elif kind == "directory":
+        path.mkdir()
     return path
 
 
@@ -165,6 +182,7 @@ def write_bad(tmp_path: Path, kind: str) -> Path:
         ("truncated_data", "truncated"),
         ("not_audio", "not a readable audio file"),
         ("missing", "file not found"),
+        ("directory", "a directory, not an audio file"),
     ],
 )
 def test_bad_audio_files_are_one_line_errors(random_kws_model, tmp_path, kind, needle):
@@ -187,6 +205,7 @@ def test_a_bad_file_among_good_ones_keeps_the_good_results(
 
 def test_model_errors(random_kws_model, reference_wav, tmp_path):
     assert_one_line_error(run_cli("file", reference_wav, "--model", tmp_path / "absent.onnx"), "not found")
+    assert_one_line_error(run_cli("file", reference_wav, "--model", tmp_path), "is a directory, not a file")
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x00garbage" * 100)
     corrupt.with_suffix(".json").write_text(random_kws_model.with_suffix(".json").read_text())
@@ -214,6 +233,8 @@ def test_a_classify_model_refuses_the_kws_task(reference_wav, tmp_path):
         (["stdin", "--rate", "16000", "--format", "f32le"], np.array([0.1, np.nan], "<f4").tobytes(), "NaN"),
         (["file", "x.wav", "--threshold", "2"], None, "between 0 and 1"),
         (["file", "x.wav", "--thresholds", "marvin=0.5"], None, "not a label"),
+        (["file", "x.wav", "--smoothing", "0"], None, "smoothing must be a whole number of blocks >= 1"),
+        (["stdin", "--rate", "16000", "--refractory", "-1"], b"", "refractory period must be >= 0"),
         (["file", "x.wav", "--task", "transcribe"], None, "--task kws or --task classify"),
     ],
 )

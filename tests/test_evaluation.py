@@ -223,6 +223,8 @@ def test_ground_truth_round_trip(tmp_path: Path) -> None:
     assert [o.said for o in read_ground_truth(path)] == ["yes", "town"]
     with pytest.raises(UserError, match="not found"):
         read_ground_truth(tmp_path / "missing.csv")
+    with pytest.raises(UserError, match="is a directory, not a file"):
+        read_ground_truth(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- builder

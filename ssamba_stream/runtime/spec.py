@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, absence
 from ..formats import atomic_write, read_json_document
 
 SPEC_FORMAT = "ssamba-stream/stream-model-v1"
@@ -92,7 +92,9 @@ def load_spec(graph_path: str | Path) -> StreamModelSpec:
     """Read and validate the sidecar of ``graph_path``; one-line errors name the fix."""
     graph_path = Path(graph_path)
     if not graph_path.is_file():
-        raise ModelFileError(f"model file {graph_path} not found: export one with 'ssamba-export onnx CHECKPOINT'")
+        raise ModelFileError(
+            f"model file {graph_path} {absence(graph_path)}: export one with 'ssamba-export onnx CHECKPOINT'"
+        )
     path = sidecar_path(graph_path)
     document = read_json_document(
         path, SPEC_FORMAT, "an ssamba-stream model description", ModelFileError,
