@@ -8,8 +8,18 @@ from typing import Annotated
 
 import typer
 
-from .cli_common import BackendOption, ModelOption
+from .cli_common import (
+    BackendOption,
+    ModelOption,
+    RefractoryOption,
+    SmoothingOption,
+    ThresholdOption,
+    ThresholdsOption,
+)
 from .evaluation import DEFAULT_TOLERANCE, evaluate_stream, plot_det, require_matplotlib, write_sweep_csv
+from .kws import DetectorConfig, parse_thresholds
+from .runtime.spec import load_spec
+from .spotter import resolve_model
 
 
 def evaluate(
@@ -29,11 +39,22 @@ def evaluate(
         float, typer.Option(help="seconds after a word's end in which its event still counts")
     ] = DEFAULT_TOLERANCE,
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    threshold: ThresholdOption = None,
+    thresholds: ThresholdsOption = "",
+    smoothing: SmoothingOption = None,
+    refractory: RefractoryOption = None,
 ) -> None:
-    """Run the model once over a labelled stream and report FRR and false accepts per hour over a threshold sweep."""
+    """Run the model once over a labelled stream and report FRR and false accepts per hour over a threshold sweep.
+
+    The detector options score one setting other than the model's defaults; the sweep then runs at
+    that smoothing."""
     require_matplotlib()
+    detector = None
+    if threshold is not None or thresholds or smoothing is not None or refractory is not None:
+        defaults = DetectorConfig.from_sidecar(load_spec(resolve_model(model)).detector)
+        detector = defaults.with_overrides(threshold, parse_thresholds(thresholds), smoothing, refractory)
     result = evaluate_stream(
-        stream, labels or stream.with_suffix(".csv"), model, backend=backend, tolerance=tolerance
+        stream, labels or stream.with_suffix(".csv"), model, backend=backend, tolerance=tolerance, detector=detector
     )
     folder = out or stream.parent
     folder.mkdir(parents=True, exist_ok=True)

@@ -292,7 +292,8 @@ def describe_thresholds(config: DetectorConfig) -> str:
 
 @dataclass(frozen=True)
 class StreamEvaluation:
-    """FRR and FA/h of a model on one labelled stream: at its default detector settings and per threshold."""
+    """FRR and FA/h of a model on one labelled stream: at one detector setting (the model's defaults
+    unless ``given``) and per threshold."""
 
     stream: str
     model: str
@@ -302,8 +303,13 @@ class StreamEvaluation:
     default: OperatingPoint
     sweep: tuple[OperatingPoint, ...]
     default_false_accepts: tuple[FalseAccept, ...]  # at the default settings, with the words they fired on
-    detector: DetectorConfig  # the defaults the ``default`` point was scored at
-    misses_by_keyword: tuple[tuple[str, int, int], ...]  # at the defaults: (label, missed, occurrences)
+    detector: DetectorConfig  # the setting the ``default`` point was scored at
+    misses_by_keyword: tuple[tuple[str, int, int], ...]  # at that setting: (label, missed, occurrences)
+    given: bool = False  # the setting was given by the caller rather than read from the model's sidecar
+
+    @property
+    def setting(self) -> str:
+        return "given setting" if self.given else "defaults"
 
     @property
     def keywords(self) -> int:
@@ -320,10 +326,10 @@ class StreamEvaluation:
         lines = [
             f"stream {Path(self.stream).name}: {self.seconds / 60:.1f} min, {self.keywords} keywords, "
             f"{self.other_words} other words; model {Path(self.model).name}",
-            f"defaults ({describe_thresholds(self.detector)}, smoothing {self.detector.smoothing_blocks}): "
+            f"{self.setting} ({describe_thresholds(self.detector)}, smoothing {self.detector.smoothing_blocks}): "
             f"FRR {d.frr:.1%} ({d.misses} of {d.keywords} missed), "
             f"{d.fa_per_hour:.2f} FA/h ({d.false_accepts} false accepts, {d.wrong_label} of them wrong keywords)",
-            "missed at the defaults, by keyword: "
+            f"missed at the {self.setting}, by keyword: "
             + ", ".join(f"{label} {missed}/{total}" for label, missed, total in self.misses_by_keyword),
         ]
         if best is None:
@@ -335,7 +341,7 @@ class StreamEvaluation:
                 f"FRR at <= 1 FA/h: {best.frr:.1%} (threshold {best.threshold:.2f}, {best.fa_per_hour:.2f} FA/h)"
             )
         if self.default_false_accepts:
-            lines.append(f"false accepts at the defaults, by what was said: {self.false_accept_sources()}")
+            lines.append(f"false accepts at the {self.setting}, by what was said: {self.false_accept_sources()}")
         met = best is not None and best.frr <= TARGET_FRR
         lines.append(
             f"target FRR <= {TARGET_FRR:.0%} at <= {TARGET_FA_PER_HOUR:g} FA/h: {'met' if met else 'not met'}"
@@ -360,6 +366,7 @@ class StreamEvaluation:
             "tolerance_seconds": self.tolerance,
             "default": self.default.to_json(),
             "detector": self.detector.to_sidecar(),
+            "detector_given": self.given,
             "misses_by_keyword": {label: {"missed": missed, "occurrences": total}
                                   for label, missed, total in self.misses_by_keyword},  # fmt: skip
             "default_false_accepts": [fa.to_json() for fa in self.default_false_accepts],
@@ -420,10 +427,12 @@ def evaluate_stream(
     backend: str = "onnxruntime",
     tolerance: float = DEFAULT_TOLERANCE,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    detector: DetectorConfig | None = None,
 ) -> StreamEvaluation:
-    """Evaluate ``model`` (default: the bundled one) on a labelled stream: one model pass, then the sweep."""
+    """Evaluate ``model`` (default: the bundled one) on a labelled stream: one model pass, then the
+    sweep; ``detector`` (default: the model's sidecar) sets the scored point and the sweep's smoothing."""
     run = run_stream(stream, labels, model, backend, tolerance)
-    config, posteriors = run.spotter.detector.config, run.posteriors
+    config, posteriors = detector or run.spotter.detector.config, run.posteriors
     hours = posteriors.seconds / 3600
     events = posteriors.events(config)
     matching = match_events(events, run.keywords, tolerance)
@@ -441,6 +450,7 @@ def evaluate_stream(
         default_false_accepts=tuple(false_accepts(events, run.occurrences, run.keywords, tolerance)),
         detector=config,
         misses_by_keyword=tuple((label, missed[label], n) for label, n in sorted(occurrences.items())),
+        given=detector is not None,
     )
 
 

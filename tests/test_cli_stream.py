@@ -235,6 +235,7 @@ def test_a_classify_model_refuses_the_kws_task(reference_wav, tmp_path):
         (["file", "x.wav", "--thresholds", "marvin=0.5"], None, "not a label"),
         (["file", "x.wav", "--smoothing", "0"], None, "smoothing must be a whole number of blocks >= 1"),
         (["stdin", "--rate", "16000", "--refractory", "-1"], b"", "refractory period must be >= 0"),
+        (["evaluate", "--stream", "x.wav", "--smoothing", "0"], None, "smoothing must be a whole number"),
         (["file", "x.wav", "--task", "transcribe"], None, "--task kws or --task classify"),
     ],
 )

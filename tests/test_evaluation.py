@@ -406,6 +406,31 @@ def test_cli_names_the_words_false_accepts_fired_on(
 
 
 @needs_espeak
+def test_cli_detector_options_score_like_a_sidecar_holding_them(
+    stream: stream_builder.BuiltStream, model: Path, tmp_path: Path
+) -> None:
+    """`evaluate --threshold T --smoothing N` gives what a model whose sidecar says T and N gives."""
+    edited = tmp_path / "edited.onnx"
+    edited.write_bytes(model.read_bytes())
+    sidecar = json.loads(model.with_suffix(".json").read_text())
+    sidecar["detector"].update(threshold=0.05, smoothing_blocks=3)
+    edited.with_suffix(".json").write_text(json.dumps(sidecar))
+    from_sidecar = json.loads(run_cli("evaluate", "--stream", stream.wav, "--model", edited, "--out", tmp_path,
+                                      "--json").stdout)  # fmt: skip
+    given = run_cli("evaluate", "--stream", stream.wav, "--model", model, "--out", tmp_path, "--json",
+                    "--threshold", "0.05", "--smoothing", "3")  # fmt: skip
+    assert given.returncode == 0, given.stderr
+    report = json.loads(given.stdout)
+    assert report["detector_given"] and not from_sidecar["detector_given"]
+    assert report["detector"]["smoothing_blocks"] == 3 and report["detector"]["threshold"] == 0.05
+    for key in ("default", "sweep", "default_false_accepts", "misses_by_keyword"):
+        assert report[key] == from_sidecar[key], key
+    assert report["default"]["false_accepts"] > 0  # the setting fires: the comparison above bites
+    text = run_cli("evaluate", "--stream", stream.wav, "--model", model, "--out", tmp_path, "--smoothing", "3")
+    assert "given setting (threshold 0.50, smoothing 3): FRR" in text.stdout, text.stderr
+
+
+@needs_espeak
 @pytest.mark.parametrize(
     ("labels", "message"),
     [
