@@ -37,7 +37,8 @@ from ssamba_export.graph_scan import GRAPH_SCANS
 from ssamba_export.onnx_export import export_onnx
 from ssamba_export.verify import test_signal
 from ssamba_stream.model.checkpoint import save_model
-from ssamba_stream.model.ssamba import SSAMBA, build_model
+from ssamba_stream.model.registry import build_model
+from ssamba_stream.model.ssamba import SSAMBA
 from ssamba_stream.runtime.session import StreamingSession
 
 MODELS = {

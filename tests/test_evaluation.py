@@ -346,7 +346,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch")
     from ssamba_export.onnx_export import export_onnx
     from ssamba_stream.model.checkpoint import save_model
-    from ssamba_stream.model.ssamba import build_model
+    from ssamba_stream.model.registry import build_model
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("model")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssamba_stream.model.ssamba import build_model
+from ssamba_stream.model.registry import build_model
 from ssamba_stream.model.streaming import offline_stream_logits, with_block
 from ssamba_training.config import RecipeError, load_recipe
 from ssamba_training.data import Batch

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssamba_stream.model.ssamba import SpectrogramModel
+from ssamba_stream.model.base import SpectrogramModel
 
 from .augment import add_noise_and_roll, mixup, spec_augment, ssast_mask_value
 from .config import Recipe

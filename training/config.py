@@ -21,7 +21,7 @@ from typing import Any, Union
 import yaml
 
 from ssamba_stream.errors import UserError
-from ssamba_stream.model.ssamba import CONFIGS, architecture
+from ssamba_stream.model.registry import CONFIGS, architecture
 
 TASKS = ("classify", "kws-stream", "ssl")
 DATA_KINDS = ("speechcommands", "esc50", "manifest", "folder", "unlabelled")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssamba_stream.model.ssamba import SpectrogramModel
+from ssamba_stream.model.base import SpectrogramModel
 from ssamba_stream.model.streaming import block_samples, head_inputs, set_backward_block, stream_frames
 
 from .augment import mix_background, prepend_past_audio, spec_augment, ssast_mask_value, time_shift

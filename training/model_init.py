@@ -20,14 +20,9 @@ from torch import Tensor
 
 from ssamba_stream.errors import CheckpointError
 from ssamba_stream.formats import WEIGHTS_FILE, read_checkpoint_document
+from ssamba_stream.model.base import ModelConfig, SpectrogramModel, resize_pos_embed
 from ssamba_stream.model.checkpoint import infer_official_config, read_official_state
-from ssamba_stream.model.ssamba import (
-    ModelConfig,
-    SpectrogramModel,
-    build_model,
-    config_from_dict,
-    resize_pos_embed,
-)
+from ssamba_stream.model.registry import build_model, config_from_dict
 
 from .config import Recipe
 

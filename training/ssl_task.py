@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssamba_stream.model.ssamba import SpectrogramModel, token_grid
+from ssamba_stream.model.base import SpectrogramModel, token_grid
 
 from .augment import ssast_mask_value
 from .config import Recipe

@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from ssamba_stream.model.ssamba import CONFIGS
+from ssamba_stream.model.registry import CONFIGS
 
 from .classify import ClassifyTask
 from .config import Recipe

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ssamba import DropPath, ModelConfig, SpectrogramModel, TokenEmbedding
+from .base import DropPath, ModelConfig, SpectrogramModel, TokenEmbedding
 
 ATTENTION_KINDS = ("explicit", "sdpa")
 
