@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ssamba_stream.model.registry import build_model
-from ssamba_stream.model.streaming import offline_stream_logits, with_block
+from ssamba_stream.model.streaming import offline_stream_logits
 from ssamba_training.config import RecipeError, load_recipe
 from ssamba_training.data import Batch
 from ssamba_training.kws_stream import KwsStreamTask
@@ -112,7 +112,7 @@ def test_continuous_objective_scores_the_head_the_stream_runs(block):
     # The same audio through the deployed computation gives the logits the loss was taken on.
     rows = build_rows(batch.waveforms, batch.labels, 8, (0.1, 1.0), ROLES, multiple_of=block * TOKEN,
                       generator=torch.Generator().manual_seed(0))  # fmt: skip
-    deployed = offline_stream_logits(with_block(task.model, block), rows.audio)
+    deployed = offline_stream_logits(task.model, rows.audio, block)
     targets = inputs["targets"].reshape(-1)
     scored = targets != IGNORE
     expected = torch.nn.functional.cross_entropy(deployed.reshape(-1, 4)[scored], targets[scored])

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssamba_stream.model.base import SpectrogramModel
-from ssamba_stream.model.streaming import block_samples, head_inputs, set_backward_block, stream_frames
+from ssamba_stream.model.scan_mode import ScanMode
+from ssamba_stream.model.streaming import block_samples, head_inputs, stream_frames
 
 from .augment import mix_background, prepend_past_audio, spec_augment, ssast_mask_value, time_shift
 from .config import Recipe, RecipeError
@@ -42,18 +43,6 @@ def block_suffix(block: int | None) -> str:
     return "_full" if block is None else f"_B{block}"
 
 
-def features_at_block(model: SpectrogramModel, fbank: Tensor, block: int | None, deploy_block: int | None) -> Tensor:
-    """Encoder features with the backward scan at ``block`` tokens (None: full backward).
-
-    The block size is read only while the graph is built: the deployment one is restored at once.
-    """
-    set_backward_block(model, block)
-    try:
-        return model.forward_features(fbank)
-    finally:
-        set_backward_block(model, deploy_block)
-
-
 class StreamObjective(nn.Module):
     """DDP-wrappable forward: features of [past | clip] rows -> mean over the clip's tokens -> CE loss."""
 
@@ -63,7 +52,7 @@ class StreamObjective(nn.Module):
         self.deploy_block = model.config.backward_block
 
     def forward(self, fbank: Tensor, clip_start: Tensor, labels: Tensor, block: int | None) -> dict[str, Tensor]:
-        hidden = features_at_block(self.model, fbank, block, self.deploy_block)
+        hidden = self.model.forward_features(fbank, mode=ScanMode(block))
         inside = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] >= clip_start[:, None]).to(hidden.dtype)
         pooled = (hidden * inside[..., None]).sum(dim=1) / inside.sum(dim=1, keepdim=True).clamp_min(1.0)
         logits = self.model.classify(pooled).float()
@@ -81,7 +70,7 @@ class ContinuousObjective(nn.Module):
         self.deploy_block = model.config.backward_block
 
     def forward(self, fbank: Tensor, targets: Tensor, block: int) -> dict[str, Tensor]:
-        hidden = features_at_block(self.model, fbank, block, self.deploy_block)
+        hidden = self.model.forward_features(fbank, mode=ScanMode(block))
         logits = self.model.classify(head_inputs(self.model, hidden, block)).float()
         logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
         scored = targets != IGNORE
@@ -146,21 +135,15 @@ class KwsStreamTask:
         return {"fbank": fbank, "targets": targets.to(self.device), "block": block}
 
     def _at_block(self, block: int | None) -> Callable[[Tensor], Tensor]:
-        def logits(fbank: Tensor) -> Tensor:
-            set_backward_block(self.model, block)
-            return self.model(fbank)
-
-        return logits
+        mode = ScanMode(block)
+        return lambda fbank: self.model(fbank, mode=mode)
 
     def evaluate(self, batches: Iterable[Batch], seed: int, context: DistContext) -> Evaluation:
         blocks = dict.fromkeys([*self.recipe.stream.eval_blocks, self.deploy_block])
         heads = {block_suffix(block): self._at_block(block) for block in blocks}
-        try:
-            result = classification_pass(
-                batches, lambda w: self.frontend(w.to(self.device)), heads, self.model.config.num_classes, context
-            )
-        finally:
-            set_backward_block(self.model, self.deploy_block)
+        result = classification_pass(
+            batches, lambda w: self.frontend(w.to(self.device)), heads, self.model.config.num_classes, context
+        )
         deploy = block_suffix(self.deploy_block)
         result.metrics.update(accuracy=result.metrics[f"accuracy{deploy}"], loss=result.metrics[f"loss{deploy}"])
         return result

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .frontend import KaldiFbank
+from .scan_mode import ScanMode
 
 TOKEN_KINDS = ("patch", "frame")
 HEAD_KINDS = ("avgtok", "cls")
@@ -219,8 +220,8 @@ class SpectrogramModel(nn.Module):
     def _build_encoder(self, config: ModelConfig) -> TokenEmbedding:
         raise NotImplementedError
 
-    def _run_layers(self, hidden: Tensor) -> Tensor:
-        """The block stack and final norm on (batch, extra + N, D) embedded tokens."""
+    def _run_layers(self, hidden: Tensor, mode: ScanMode | None = None) -> Tensor:
+        """The block stack and final norm on (batch, extra + N, D) embedded tokens (``mode``: see forward_features)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ initialisation
@@ -289,17 +290,21 @@ class SpectrogramModel(nn.Module):
         return tokens
 
     # ------------------------------------------------------------------ encoder and heads
-    def forward_features(self, fbank: Tensor, token_mask: Tensor | None = None) -> Tensor:
+    def forward_features(
+        self, fbank: Tensor, token_mask: Tensor | None = None, mode: ScanMode | None = None
+    ) -> Tensor:
         """Encoder output for all tokens (extra tokens first, if any): (batch, extra + N, D).
 
         ``token_mask`` (batch, N) bool replaces those tokens by the learned mask embedding (SSL).
+        ``mode`` sets how state-space layers scan (backward block, scan form; default: the
+        model's configured block); attention layers ignore it.
         """
         tokens = self.tokenize(fbank)
         if token_mask is not None:
             if not self.config.ssl_heads:
                 raise ValueError("token masking needs the SSL heads: build the model with ssl_heads=True")
             tokens = torch.where(token_mask[..., None], self.mask_embed.to(tokens.dtype), tokens)
-        return self._run_layers(self._add_position(tokens, fbank.shape[1]))
+        return self._run_layers(self._add_position(tokens, fbank.shape[1]), mode)
 
     def pool(self, hidden: Tensor) -> Tensor:
         """Clip embedding: the mean of the extra tokens (``ft_cls``; SSAST averages its cls and
@@ -325,7 +330,7 @@ class SpectrogramModel(nn.Module):
             raise ValueError("this model has no classifier head (num_classes=0): fine-tune it first")
         return self.mlp_head(pooled)
 
-    def forward(self, fbank: Tensor) -> Tensor:
+    def forward(self, fbank: Tensor, mode: ScanMode | None = None) -> Tensor:
         """Logits (batch, num_classes) for whole clips of normalised fbank features."""
-        return self.classify(self.pool(self.forward_features(fbank)))
+        return self.classify(self.pool(self.forward_features(fbank, mode=mode)))
 

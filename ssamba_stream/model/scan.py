@@ -26,6 +26,7 @@ from torch.autograd.function import once_differentiable
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "SCAN_IMPLS",
     "cuda_scan_available",
     "selective_scan",
     "selective_scan_chunked",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_SIZE = 16
+SCAN_IMPLS = ("auto", "ref", "chunked", "cuda")
 # Largest |log-decay| kept between a position and its chunk's reference point: exp() of it and of
 # its negative stay far from fp32 overflow/underflow (e^40 ~ 2e17), so the in-chunk factorisation
 # exp(c_t - c_s) = exp(c_t - m) * exp(m - c_s) is exact in floating point.
@@ -558,8 +560,8 @@ def selective_scan(
     "ref", "chunked" or "cuda" (RuntimeError when the kernel cannot take the call).
     Returns ``out`` or ``(out, last_state)`` when ``return_last_state``.
     """
-    if impl not in ("auto", "ref", "chunked", "cuda"):
-        raise ValueError(f"impl must be 'auto', 'ref', 'chunked' or 'cuda', got {impl!r}")
+    if impl not in SCAN_IMPLS:
+        raise ValueError(f"impl must be one of {SCAN_IMPLS}, got {impl!r}")
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if impl == "ref":
         return selective_scan_ref(*args, initial_state, return_last_state)

@@ -17,8 +17,10 @@ from torch import Tensor, nn
 
 from .base import DropPath, ModelConfig, SpectrogramModel, TokenEmbedding
 from .mamba import Mamba, MixerState
+from .scan_mode import ScanMode
 
 NORM_KINDS = ("layernorm", "rmsnorm")
+
 
 @dataclass
 class SSAMBAConfig(ModelConfig):
@@ -33,7 +35,9 @@ class SSAMBAConfig(ModelConfig):
     norm: str = "layernorm"
     bidirectional: bool = True  # Vim "bimamba v2" mixers; False = unidirectional Mamba
     pair_layers: bool = False  # official `if_bidirectional`: layer 2i on x, 2i+1 on flip(x), summed
-    backward_block: int | None = None  # None = full backward (offline); B = block-local (streams)
+    # The backward scan the model is trained and deployed with (its default ScanMode): None = full
+    # backward (offline); B = block-local (streams). A forward call may ask for another.
+    backward_block: int | None = None
     lookahead: int = 0
     final_norm_twice: bool = False  # SSAMBA's ft_avgtok applies norm_f again before the head
 
@@ -41,6 +45,11 @@ class SSAMBAConfig(ModelConfig):
         return super()._checks() + [
             (self.norm in NORM_KINDS, f"norm must be one of {NORM_KINDS}, got {self.norm!r}"),
             (not self.pair_layers or self.depth % 2 == 0, "pair_layers needs an even depth"),
+            (self.backward_block is None or self.backward_block >= 1,
+             f"backward_block must be None or a positive number of tokens, got {self.backward_block}"),
+            (self.lookahead >= 0, f"lookahead must be >= 0, got {self.lookahead}"),
+            (not self.lookahead or self.backward_block is not None,
+             "lookahead only applies to a block-local backward: set backward_block too"),
         ]
 
 
@@ -52,8 +61,7 @@ class Block(nn.Module):
         dim = config.embed_dim
         self.mixer = Mamba(
             dim, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
-            bidirectional=config.bidirectional, backward_block=config.backward_block,
-            lookahead=config.lookahead,
+            bidirectional=config.bidirectional,
         )
         self.norm = _make_norm(config)
         self.drop_path = DropPath(drop_path)
@@ -62,15 +70,15 @@ class Block(nn.Module):
         residual = hidden if residual is None else residual + self.drop_path(hidden)
         return self.norm(residual), residual
 
-    def forward(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, hidden: Tensor, residual: Tensor | None, mode: ScanMode) -> tuple[Tensor, Tensor]:
         normed, residual = self._add_norm(hidden, residual)
-        return self.mixer(normed), residual
+        return self.mixer(normed, mode), residual
 
     def forward_chunk(
-        self, hidden: Tensor, residual: Tensor | None, state: MixerState
+        self, hidden: Tensor, residual: Tensor | None, state: MixerState, mode: ScanMode
     ) -> tuple[Tensor, Tensor, MixerState]:
         normed, residual = self._add_norm(hidden, residual)
-        out, state = self.mixer.forward_chunk(normed, state)
+        out, state = self.mixer.forward_chunk(normed, state, mode)
         return out, residual, state
 
 
@@ -109,16 +117,23 @@ class SSAMBA(SpectrogramModel):
                     param /= math.sqrt(self.config.depth)
 
     # ------------------------------------------------------------------ encoder
-    def _run_layers(self, hidden: Tensor) -> Tensor:
+    def scan_mode(self, block: int | None | str = "config", scan: str = "auto") -> ScanMode:
+        """A ScanMode at ``block`` tokens (None: full backward; "config": the trained block, with its look-ahead)."""
+        if block == "config":
+            return ScanMode(self.config.backward_block, self.config.lookahead, scan)
+        return ScanMode(block, 0, scan)
+
+    def _run_layers(self, hidden: Tensor, mode: ScanMode | None = None) -> Tensor:
+        mode = self.scan_mode() if mode is None else mode
         residual = None
         layers = self.v.layers
         if not self.config.pair_layers:
             for layer in layers:
-                hidden, residual = layer(hidden, residual)
+                hidden, residual = layer(hidden, residual, mode)
         else:
             for i in range(0, len(layers), 2):
-                h_f, r_f = layers[i](hidden, residual)
-                h_b, r_b = layers[i + 1](hidden.flip(1), None if residual is None else residual.flip(1))
+                h_f, r_f = layers[i](hidden, residual, mode)
+                h_b, r_b = layers[i + 1](hidden.flip(1), None if residual is None else residual.flip(1), mode)
                 hidden, residual = h_f + h_b.flip(1), r_f + r_b.flip(1)
         return self._final_norm(hidden, residual)
 
@@ -142,25 +157,36 @@ class SSAMBA(SpectrogramModel):
         if cfg.tshape != cfg.tstride:
             raise ValueError("streaming needs non-overlapping frame tokens (tshape == tstride)")
 
+    def stream_state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each layer's carried state per batch row, by step-graph name, as its mixer declares it."""
+        shapes = [layer.mixer.state_shapes() for layer in self.v.layers]
+        if any(other != shapes[0] for other in shapes):
+            raise ValueError("the layers carry states of different shapes: a step graph stacks them by layer")
+        return shapes[0]
+
     def init_stream_state(self, batch: int, device: torch.device | None = None) -> list[MixerState]:
         """Per-layer forward-direction states at the start of a stream."""
         self.check_streamable()
         return [layer.mixer.init_state(batch, device) for layer in self.v.layers]
 
-    def forward_chunk(self, fbank: Tensor, states: list[MixerState]) -> tuple[Tensor, list[MixerState]]:
+    def forward_chunk(
+        self, fbank: Tensor, states: list[MixerState], mode: ScanMode | None = None
+    ) -> tuple[Tensor, list[MixerState]]:
         """Encode the next frames of a stream (whole blocks of tokens) with carried per-layer state.
 
         Returns the final-norm token features (batch, tokens, D) and the new states. Chunk by chunk
-        from ``init_stream_state`` this equals ``forward_features`` on the whole stream.
+        from ``init_stream_state`` this equals ``forward_features`` on the whole stream, with the
+        same mode (default: the configured backward block).
         """
         self.check_streamable()
+        mode = self.scan_mode() if mode is None else mode
         if len(states) != len(self.v.layers):
             raise ValueError(f"got {len(states)} layer states for a {len(self.v.layers)}-layer model: use init_stream_state")
         hidden = self.tokenize(fbank)
         residual = None
         new_states = []
         for layer, state in zip(self.v.layers, states, strict=True):
-            hidden, residual, state = layer.forward_chunk(hidden, residual, state)
+            hidden, residual, state = layer.forward_chunk(hidden, residual, state, mode)
             new_states.append(state)
         return self._final_norm(hidden, residual), new_states
 

@@ -65,7 +65,7 @@ class TorchBackend:
         except ImportError:
             raise BackendUnavailable("the torch backend needs PyTorch: pip install 'ssamba-stream[export]'") from None
         from ..model.checkpoint import load_model
-        from ..model.streaming import StreamStep, with_block
+        from ..model.streaming import StreamStep
 
         source = spec.extra.get("source", {}).get("checkpoint")
         if not source:
@@ -73,7 +73,7 @@ class TorchBackend:
         checkpoint = (Path(graph_path).parent / source).resolve()
         torch.set_num_threads(threads)
         self.torch = torch
-        self.step = StreamStep(with_block(load_model(checkpoint), spec.block_tokens), activation=spec.activation)
+        self.step = StreamStep(load_model(checkpoint), block=spec.block_tokens, activation=spec.activation)
         self.input_names = ["pcm", *(s.name for s in spec.state)]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
