@@ -17,6 +17,7 @@ from ssamba_training.config import RecipeError, load_recipe
 from ssamba_training.data import Batch
 from ssamba_training.kws_stream import KwsStreamTask
 from ssamba_training.optim import build_optimizer
+from ssamba_training.splits import Splits
 from ssamba_training.stream_rows import IGNORE, LabelRoles, block_targets, build_rows
 from ssamba_training.train import __file__ as train_file
 
@@ -95,7 +96,7 @@ def continuous_task(*overrides: str) -> KwsStreamTask:
     recipe = load_recipe(RECIPES / "kws-bundled-continuous.yaml", ["model.depth=2", "model.embed_dim=32", *overrides])
     torch.manual_seed(0)
     model = build_model("ssamba-kws", depth=2, embed_dim=32, num_classes=4, labels=LABELS, backward_block=8)
-    return KwsStreamTask(recipe, model, torch.device("cpu"), noises=[], labels=LABELS)
+    return KwsStreamTask(recipe, model, torch.device("cpu"), Splits(train=[], validation=None, test=None, labels=LABELS))
 
 
 @pytest.mark.parametrize("block", [8, 4])

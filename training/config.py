@@ -23,7 +23,6 @@ import yaml
 from ssamba_stream.errors import UserError
 from ssamba_stream.model.registry import CONFIGS, architecture
 
-TASKS = ("classify", "kws-stream", "ssl")
 DATA_KINDS = ("speechcommands", "esc50", "manifest", "folder", "unlabelled")
 ESC50_FOLDS = (1, 2, 3, 4, 5)
 
@@ -241,8 +240,10 @@ def _build_model_section(raw: Any) -> ModelSection:
 
 
 def _check_choices(recipe: Recipe) -> None:
+    from .tasks import TASKS  # here, not at the top: every task module imports this one
+
     checks = [
-        ("task", recipe.task, TASKS),
+        ("task", recipe.task, tuple(TASKS)),
         ("loss", recipe.loss, ("ce", "bce")),
         ("device", recipe.device, ("auto", "cpu", "cuda")),
         ("amp", recipe.amp, ("none", "bf16", "fp16")),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,12 +28,14 @@ from ssamba_stream.model.base import SpectrogramModel
 from ssamba_stream.model.scan_mode import ScanMode
 from ssamba_stream.model.streaming import block_samples, head_inputs, stream_frames
 
-from .augment import mix_background, prepend_past_audio, spec_augment, ssast_mask_value, time_shift
+from .augment import mix_background, prepend_past_audio, spec_augment, time_shift
 from .config import Recipe, RecipeError
 from .data import SILENCE_LABEL, UNKNOWN_LABEL, Batch
 from .distributed import DistContext
 from .evaluation import Evaluation, classification_pass
+from .splits import Splits
 from .stream_rows import IGNORE, LabelRoles, block_targets, build_rows
+from .task import Task
 
 SAMPLE_RATE = 16000
 
@@ -80,27 +81,23 @@ class ContinuousObjective(nn.Module):
         return {"loss": loss, "count": count, "accuracy": correct}
 
 
-class KwsStreamTask:
+class KwsStreamTask(Task):
     """Streaming-KWS training with past audio, noise, shifts, SpecAugment and block-size draws."""
 
+    name = "kws-stream"
     main_metric = "accuracy"
 
-    def __init__(
-        self, recipe: Recipe, model: SpectrogramModel, device: torch.device, noises: list[np.ndarray], labels: list[str]
-    ) -> None:
+    def __init__(self, recipe: Recipe, model: SpectrogramModel, device: torch.device, splits: Splits) -> None:
         try:
             model.check_streamable()
-            self.roles = LabelRoles.from_labels(labels, UNKNOWN_LABEL, SILENCE_LABEL) if recipe.stream.row_clips else None
+            roles = LabelRoles.from_labels(splits.labels, UNKNOWN_LABEL, SILENCE_LABEL) if recipe.stream.row_clips else None
         except (AttributeError, ValueError) as exc:
             raise RecipeError(f"task kws-stream: {exc}") from None
-        self.recipe = recipe
-        self.model = model
-        self.device = device
-        self.frontend = model.make_frontend().to(device)
+        super().__init__(recipe, model, device, splits)
+        self.roles = roles
         self.objective = ContinuousObjective(model) if self.roles else StreamObjective(model)
-        self.noises = [torch.as_tensor(n, dtype=torch.float32) for n in noises]
+        self.noises = [torch.as_tensor(n, dtype=torch.float32) for n in splits.noises]
         self.deploy_block = self.objective.deploy_block
-        self.mask_value = ssast_mask_value(model.config.norm_mean, model.config.norm_std)
 
     def prepare(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
         if self.roles is not None:
