@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from flops import graph_flops, measured_peak_flops
 from torch import nn
 
 import ssamba_stream.model.mamba as mamba_module
+from ssamba_export.flops import graph_flops, measured_peak_flops
 from ssamba_export.onnx_export import export_onnx
 from ssamba_export.verify import test_signal
 from ssamba_stream.model.checkpoint import save_model
