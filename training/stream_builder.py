@@ -33,7 +33,8 @@ import soundfile as sf
 from ssamba_stream.audio import load_audio
 from ssamba_stream.errors import UserError
 from ssamba_training.data import KWS12_KEYWORDS, UNKNOWN_LABEL, SpeechCommands, background_noises
-from ssamba_training.synth import SynthError, _Parser, _word_list
+from ssamba_training.synth.cli import Parser, word_list
+from ssamba_training.synth.common import SynthError
 
 SAMPLE_RATE = 16000
 SPLITS = {"testing": "test", "validation": "validation", "train": "train"}  # CLI name -> SpeechCommands split
@@ -268,7 +269,7 @@ def build_stream(config: StreamConfig) -> BuiltStream:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="stream_builder.py", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="stream_builder.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="data set in the Speech Commands v2 layout")
     p.add_argument("--out", type=Path, required=True, help="stream WAV to write (labels go next to it, .csv)")
     p.add_argument(
@@ -278,7 +279,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--snr-db", type=float, default=10.0, help="median word power over noise power (inf: none)"
     )
-    p.add_argument("--keywords", type=_word_list, default=KWS12_KEYWORDS, help="comma-separated")
+    p.add_argument("--keywords", type=word_list, default=KWS12_KEYWORDS, help="comma-separated")
     p.add_argument("--keyword-share", type=float, default=0.3, help="fraction of the words that are keywords")
     p.add_argument("--seed", type=int, default=0)
     return p
