@@ -91,6 +91,6 @@ def run_to_wav(cmd: list[str], stdin: str | None = None) -> np.ndarray | None:
         proc = subprocess.run([arg.replace("{wav}", wav) for arg in cmd], input=stdin, capture_output=True,
                               text=True)  # fmt: skip
         if proc.returncode != 0 or not Path(wav).is_file() or Path(wav).stat().st_size <= 44:
-            message = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            message = proc.stderr.strip().splitlines()[:1] or [f"exit status {proc.returncode}"]
             raise EngineError(f"{cmd[0]} failed: {message[0]}")
         return trim_word(*read_int16(wav))

@@ -79,6 +79,10 @@ def select(items: Sequence[str], split: str, engines: dict[str, Engine]) -> list
             chosen += [Speaker(n, v) for n, cls in ENGINES.items() if cls.reserved and cls().available()
                        for v in cls.reserved]  # fmt: skip
             continue
+        if name in ENGINES and split != TEST_SPLIT:
+            check_split(split, [Speaker(name, voice)] if voice else [])
+            if not voice and not ENGINES[name].voices and ENGINES[name].reserved:
+                raise SynthError(f"all of {name}'s voices are reserved for the independent test: use --test-engines")
         engine = _engine(name, engines)
         if voice:
             if voice not in (*engine.voices, *engine.reserved) and name != "espeak":
@@ -89,8 +93,6 @@ def select(items: Sequence[str], split: str, engines: dict[str, Engine]) -> list
                 raise SynthError(f"{name} has no reserved test voices: name them as {name}:VOICE")
             chosen += [Speaker(name, v) for v in engine.reserved]
         else:
-            if not engine.speakers():
-                raise SynthError(f"all of {name}'s voices are reserved for the independent test: use --test-engines")
             chosen += [Speaker(name, v) for v in engine.speakers()]
     check_split(split, chosen)
     return chosen
