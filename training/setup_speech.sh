@@ -8,8 +8,11 @@
 # packages of the `speech` extra (Piper and its voice, pyroomacoustics) into the given venv.
 #
 # Usage: sudo training/setup_speech.sh [VENV]   (VENV defaults to .venv next to this repository)
+#        sudo training/setup_speech.sh --ci      (CI: only the quick installs the tests use, no pip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ci=no
+if [ "${1:-}" = "--ci" ]; then ci=yes; shift; fi
 venv="${1:-.venv}"
 
 sources=/etc/apt/sources.list.d/debian-contrib-nonfree.sources
@@ -28,6 +31,10 @@ TRAIN_PACKAGES="espeak-ng mbrola $(printf 'mbrola-%s ' $MBROLA_VOICES)
   festival festlex-cmu festlex-poslex festvox-rablpc16k festvox-don festvox-us1 festvox-us2 festvox-us3 festvox-en1
   libttspico-utils rhvoice rhvoice-english"
 TEST_PACKAGES="flite festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
+if [ "$ci" = yes ]; then
+  TRAIN_PACKAGES="espeak-ng mbrola mbrola-us1 libttspico-utils"
+  TEST_PACKAGES=""
+fi
 
 # shellcheck disable=SC2086
 if ! dpkg -s $TRAIN_PACKAGES $TEST_PACKAGES >/dev/null 2>&1; then
@@ -37,7 +44,9 @@ if ! dpkg -s $TRAIN_PACKAGES $TEST_PACKAGES >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends $TRAIN_PACKAGES $TEST_PACKAGES >/dev/null
 fi
 
-if [ -x "$venv/bin/pip" ]; then
+if [ "$ci" = yes ]; then
+  exit 0
+elif [ -x "$venv/bin/pip" ]; then
   "$venv/bin/pip" install -q -e '.[speech]'
 else
   echo "no virtual environment at $venv: skipped the Python packages (pip install -e '.[speech]')" >&2

@@ -42,7 +42,7 @@ SPLITS = {"testing": "test", "validation": "validation", "train": "train"}  # CL
 GAP_SECONDS = (0.5, 3.0)  # silence between consecutive clips
 FRAME = SAMPLE_RATE // 100  # 10 ms energy frames for word spans
 # A frame is part of the word when it is this far above the clip's noise floor (10th percentile
-# frame) and within this range of its loudest frame; checked against synth.py's exact word bounds.
+# frame) and within this range of its loudest frame; checked against synth's exact word bounds.
 SPAN_ABOVE_FLOOR_DB = 6.0
 SPAN_BELOW_PEAK_DB = 50.0
 MIN_DYNAMIC_DB = 12.0  # quieter clips hold no audible word

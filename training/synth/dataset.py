@@ -314,7 +314,7 @@ def build_dataset(config: SynthConfig) -> dict[str, Any]:
                          config.seed)
             for s in every
         ]  # fmt: skip
-        babble_speakers = tuple(s.voice for s in split["train"] if s.engine == "espeak") or ("en-us", "en-gb")
+        babble_speakers = tuple(sorted(s.voice for s in split["train"] if s.engine == "espeak")) or ("en-us", "en-gb")
         vocabulary = tuple(w for w in BABBLE_VOCABULARY if w.lower() not in config.keywords)
         noise_tasks = [
             _NoiseTask(NOISE_KINDS[i % len(NOISE_KINDS)], i // len(NOISE_KINDS), str(tmp), config.noise_seconds,
