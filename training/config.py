@@ -98,6 +98,9 @@ class AugmentSection:
     background_snr_db: list[float] = field(default_factory=lambda: [0.0, 20.0])
     past_seconds: float = 0.0  # kws-stream: up to this much past audio before each clip
     past_noise_probability: float = 0.5  # share of past audio taken from the noises, not other clips
+    rir_probability: float = 0.0  # share of training clips played through a simulated room (0 = off)
+    rir_level_db: list[float] = field(default_factory=lambda: [-10.0, 0.0])  # far-field level change of those
+    rir_bank: str | None = None  # room_impulses.npz (python -m ssamba_training.synth --rirs N); None: data.root's
 
 
 @dataclass
@@ -267,8 +270,10 @@ def _check_choices(recipe: Recipe) -> None:
         raise RecipeError(f"recipe key 'data.label_fraction' must be in (0, 1], got {recipe.data.label_fraction}")
     if recipe.data.label_fraction < 1.0 and recipe.data.kind == "unlabelled":
         raise RecipeError("data.label_fraction needs labelled data: unlabelled audio has no labels to thin out")
-    if len(recipe.optim.betas) != 2 or len(recipe.augment.background_snr_db) != 2:
-        raise RecipeError("optim.betas and augment.background_snr_db take two numbers each")
+    if len(recipe.optim.betas) != 2 or len(recipe.augment.background_snr_db) != 2 or len(recipe.augment.rir_level_db) != 2:
+        raise RecipeError("optim.betas, augment.background_snr_db and augment.rir_level_db take two numbers each")
+    if not 0.0 <= recipe.augment.rir_probability <= 1.0:
+        raise RecipeError(f"augment.rir_probability must be between 0 and 1, got {recipe.augment.rir_probability}")
     for key, blocks in (("stream.train_blocks", recipe.stream.train_blocks), ("stream.eval_blocks", recipe.stream.eval_blocks)):
         if not blocks or any(b is not None and b < 1 for b in blocks):
             raise RecipeError(f"recipe key {key!r} must list block sizes >= 1 (or null for full backward)")
