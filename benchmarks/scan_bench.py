@@ -1,6 +1,6 @@
-"""Forward+backward time of the chunked selective scan against the sequential reference.
+"""Forward+backward time of the native and chunked selective scans against the sequential reference.
 
-Both run side by side in one process on the same inputs (a Mamba layer at initialisation:
+All three run side by side in one process on the same inputs (a Mamba layer at initialisation:
 S4D-real A, softplus step sizes in [1e-3, 1e-1], D, z gate), interleaved repeat by repeat so that
 load from other processes hits both alike; the figure is the median of the repeats after warm-up.
 
@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 
+from ssamba_stream.model.native_scan import native_scan_available, selective_scan_native
 from ssamba_stream.model.scan import DEFAULT_CHUNK_SIZE, selective_scan_chunked, selective_scan_ref
 
 
@@ -60,6 +61,8 @@ def bench(
             lambda **kw: selective_scan_chunked(**kw, chunk_size=chunk_size), batch, length, d_inner, d_state
         ),
     }
+    if native_scan_available():
+        steps["native"] = make_step(selective_scan_native, batch, length, d_inner, d_state)
     times: dict[str, list[float]] = {name: [] for name in steps}
     for i in range(warmup + repeats):
         for name, step in steps.items():
@@ -67,12 +70,16 @@ def bench(
             step()
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
-    ref, chunked = (statistics.median(times[name]) for name in ("reference", "chunked"))
-    spread = {name: f"{min(v) * 1e3:.0f}-{max(v) * 1e3:.0f}" for name, v in times.items()}
+    median = {name: statistics.median(v) for name, v in times.items()}
+    fastest = "native" if "native" in median else "chunked"
+    figures = "  ".join(f"{name} {t * 1e3:8.1f} ms" for name, t in median.items())
+    ratios = "  ".join(
+        f"{name}/{fastest} {t / median[fastest]:5.1f}x" for name, t in median.items() if name != fastest
+    )
+    spread = ", ".join(f"{name} {min(v) * 1e3:.0f}-{max(v) * 1e3:.0f}" for name, v in times.items())
     print(
         f"batch={batch:<3d} L={length} d_inner={d_inner} d_state={d_state} chunk={chunk_size}: "
-        f"reference {ref * 1e3:8.1f} ms  chunked {chunked * 1e3:7.1f} ms  ratio {ref / chunked:5.1f}x  "
-        f"(min-max ms: ref {spread['reference']}, chunked {spread['chunked']})"
+        f"{figures}  {ratios}  (min-max ms: {spread})"
     )
 
 

@@ -6,9 +6,11 @@
 // plus, per thread, the row's states and decays (2 * L * d_state values) that the backward replays
 // in reverse: never (batch, d, L, d_state).
 //
-// Layouts (all contiguous, one dtype, float or double): u, delta, z, out (batch, d, L); A (d, n);
-// B and C either fixed (d, n) or time-major (batch, groups, L, n); D, delta_bias (d); states
-// (batch, d, n). native_scan.py converts the contract's layouts to these.
+// Layouts (all contiguous, one dtype, float or double): u, dt, z, out (batch, d, L); A (d, n);
+// B and C either fixed (d, n) or time-major (batch, groups, L, n); D (d); states (batch, d, n).
+// native_scan.py converts the contract's layouts to these and applies delta_bias and softplus to
+// get the step size dt (torch's vectorised softplus: a libm call per step here would cost more
+// than the step's state update).
 
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -59,13 +61,7 @@ inline double exp_approx(double x) { return std::exp(x); }
 
 template <typename T>
 inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
-
-// torch.nn.functional.softplus with its default threshold (x > 20: x).
-template <typename T>
-inline T softplus(T x) {
-  return x > T(20) ? x : std::log1p(std::exp(x));
+  return T(1) / (T(1) + exp_approx(-x));
 }
 
 template <typename T>
@@ -113,32 +109,23 @@ inline void adjoint_lanes(T g, T x, T dt, const T* __restrict__ A, const T* __re
   }
 }
 
-template <int64_t W, typename T>
-inline void dot_lanes(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ acc) {
-  for (int64_t j = 0; j < W; ++j) acc[j] += a[j] * b[j];
-}
-
 // The inputs of one call, with each row's pointers derived from (b, d).
 template <typename T>
 struct Problem {
-  const T *u, *delta, *A, *B, *C, *D, *z, *bias, *h0;
-  bool use_softplus;
+  const T *u, *dt, *A, *B, *C, *D, *z, *h0;
   int64_t batch, dim, len, n;
   int64_t groups_b, groups_c;  // 0 for fixed (d, n)
 
-  Problem(const Tensor& u_, const Tensor& delta_, const Tensor& A_, const Tensor& B_, const Tensor& C_,
-          const OptTensor& D_, const OptTensor& z_, const OptTensor& bias_, const OptTensor& h0_,
-          bool softplus_)
+  Problem(const Tensor& u_, const Tensor& dt_, const Tensor& A_, const Tensor& B_, const Tensor& C_,
+          const OptTensor& D_, const OptTensor& z_, const OptTensor& h0_)
       : u(u_.data_ptr<T>()),
-        delta(delta_.data_ptr<T>()),
+        dt(dt_.data_ptr<T>()),
         A(A_.data_ptr<T>()),
         B(B_.data_ptr<T>()),
         C(C_.data_ptr<T>()),
         D(D_ ? D_->data_ptr<T>() : nullptr),
         z(z_ ? z_->data_ptr<T>() : nullptr),
-        bias(bias_ ? bias_->data_ptr<T>() : nullptr),
         h0(h0_ ? h0_->data_ptr<T>() : nullptr),
-        use_softplus(softplus_),
         batch(u_.size(0)),
         dim(u_.size(1)),
         len(u_.size(2)),
@@ -155,22 +142,10 @@ struct Problem {
   }
   int64_t bc_step(int64_t groups) const { return groups == 0 ? 0 : n; }
 
-  // The step size and its derivative with respect to delta.
-  T step(int64_t d, T raw, T* ddt_ddelta) const {
-    if (bias) raw += bias[d];
-    if (!use_softplus) {
-      *ddt_ddelta = 1;
-      return raw;
-    }
-    *ddt_ddelta = raw > T(20) ? T(1) : sigmoid(raw);
-    return softplus(raw);
-  }
-
-  // Row (b, d) forward from state h (in: the initial state, out: the last one). Writes the output
-  // row when out is given; with Save, every state h_t and decay exp(dt_t A) into H and E (L * n each)
-  // for the backward.
+  // Row (b, d) forward from state h (in: the initial state, out: the last one): y_t = C_t . h_t
+  // into Y (L); with Save, every state h_t and decay exp(dt_t A) into H and E (L * n each).
   template <bool Save>
-  void forward_row(int64_t b, int64_t d, T* __restrict__ h, T* __restrict__ out, T* __restrict__ H,
+  void forward_row(int64_t b, int64_t d, T* __restrict__ h, T* __restrict__ Y, T* __restrict__ H,
                    T* __restrict__ E) const {
     const int64_t r = row(b, d);
     const T* __restrict__ Ad = A + d * n;
@@ -179,25 +154,30 @@ struct Problem {
     const int64_t sb = bc_step(groups_b), sc = bc_step(groups_c);
     const int64_t blocks = n - n % kLanes;
     for (int64_t t = 0; t < len; ++t) {
-      T unused;
-      const T dt = step(d, delta[r + t], &unused);
-      const T x = dt * u[r + t];
+      const T step = dt[r + t];
+      const T x = step * u[r + t];
       const T* __restrict__ Bt = Bp + t * sb;
       const T* __restrict__ Ct = Cp + t * sc;
       T* Ht = Save ? H + t * n : h;  // not written without Save
       T* Et = Save ? E + t * n : h;
       T acc[kLanes] = {};
       for (int64_t k = 0; k < blocks; k += kLanes)
-        forward_lanes<kLanes, Save>(dt, x, Ad + k, Bt + k, Ct + k, h + k, Ht + k, Et + k, acc);
+        forward_lanes<kLanes, Save>(step, x, Ad + k, Bt + k, Ct + k, h + k, Ht + k, Et + k, acc);
       for (int64_t k = blocks; k < n; ++k)
-        forward_lanes<1, Save>(dt, x, Ad + k, Bt + k, Ct + k, h + k, Ht + k, Et + k, acc);
-      const T y = lane_sum(acc);
-      if (out) {
-        const T ut = u[r + t];
-        T o = D ? y + D[d] * ut : y;
-        if (z) o *= z[r + t] * sigmoid(z[r + t]);
-        out[r + t] = o;
-      }
+        forward_lanes<1, Save>(step, x, Ad + k, Bt + k, Ct + k, h + k, Ht + k, Et + k, acc);
+      Y[t] = lane_sum(acc);
+    }
+  }
+
+  // Row (b, d)'s skip connection and gate, in place on y: separate passes over time vectorise the
+  // gate's exponential, which inside the time loop would sit on its critical path.
+  void finish_row(int64_t b, int64_t d, T* __restrict__ y) const {
+    const T* __restrict__ ur = u + row(b, d);
+    const T Dd = D ? D[d] : T(0);
+    for (int64_t t = 0; t < len; ++t) y[t] += Dd * ur[t];
+    if (z) {
+      const T* __restrict__ zr = z + row(b, d);
+      for (int64_t t = 0; t < len; ++t) y[t] *= zr[t] * sigmoid(zr[t]);
     }
   }
 
@@ -213,20 +193,21 @@ struct Problem {
 
 Tensor empty_like_rows(const Tensor& u) { return torch::empty_like(u, at::MemoryFormat::Contiguous); }
 
-std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& B,
                                  const Tensor& C, const OptTensor& D, const OptTensor& z,
-                                 const OptTensor& delta_bias, const OptTensor& h0, bool delta_softplus) {
+                                 const OptTensor& h0) {
   Tensor out = empty_like_rows(u);
   Tensor last = torch::empty({u.size(0), u.size(1), A.size(1)}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward", [&] {
-    const Problem<scalar_t> p(u, delta, A, B, C, D, z, delta_bias, h0, delta_softplus);
+    const Problem<scalar_t> p(u, dt, A, B, C, D, z, h0);
     scalar_t* out_p = out.data_ptr<scalar_t>();
     scalar_t* last_p = last.data_ptr<scalar_t>();
     at::parallel_for(0, p.batch * p.dim, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         scalar_t* h = last_p + i * p.n;  // the state lives in its output slot
         p.initial_state(i / p.dim, i % p.dim, h);
-        p.forward_row<false>(i / p.dim, i % p.dim, h, out_p, nullptr, nullptr);
+        p.forward_row<false>(i / p.dim, i % p.dim, h, out_p + i * p.len, nullptr, nullptr);
+        p.finish_row(i / p.dim, i % p.dim, out_p + i * p.len);
       }
     });
   });
@@ -234,27 +215,28 @@ std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& delta, const Ten
 }
 
 // Backward of rows [d0, d0 + count) of batch b: replays each row's forward (states and decays
-// into work), then runs the adjoint lambda_t = dL/dh_t back in time. Per-row results (du, ddelta,
-// dz, dh0, and the sums over time dA, dD, dbias, fixed dB/dC) go to their own slots; time-varying
+// into work), then runs the adjoint lambda_t = dL/dh_t back in time. Per-row results (du, ddt, dz,
+// dh0, and the sums over time dA, dD, fixed dB/dC) go to their own slots; time-varying
 // dB/dC of the rows add into this task's own (L, n) slice, so no two tasks write the same memory.
 template <typename T>
 struct Backward {
   const Problem<T>& p;
   const T *dout, *dlast;
-  T *du, *ddelta, *dz, *dA, *dB, *dC, *dD, *dbias, *dh0;
+  T *du, *ddt, *dz, *dA, *dB, *dC, *dD, *dh0;
 
   void rows(int64_t b, int64_t d0, int64_t count, T* dB_slice, T* dC_slice, std::vector<T>& work) const {
     const int64_t n = p.n, len = p.len, blocks = n - n % kLanes;
     T* H = work.data();
     T* E = H + len * n;
-    T* h = E + len * n;
+    T* Y = E + len * n;
+    T* h = Y + len;
     T* lam = h + n;
     T* gA = lam + n;
     T* gB = gA + n;
     T* gC = gB + n;
     for (int64_t d = d0; d < d0 + count; ++d) {
       p.initial_state(b, d, h);
-      p.template forward_row<true>(b, d, h, nullptr, H, E);
+      p.template forward_row<true>(b, d, h, Y, H, E);
       p.initial_state(b, d, h);
       const int64_t r = p.row(b, d), s = (b * p.dim + d) * n;
       const T* __restrict__ Ad = p.A + d * n;
@@ -274,10 +256,23 @@ struct Backward {
       std::fill(gA, gA + n, T(0));
       std::fill(gB, gB + n, T(0));
       std::fill(gC, gC + n, T(0));
-      T gD = 0, gbias = 0;
+      // dL/dy_t (y_t = C_t . h_t) into Y, through the gate and the skip connection; dz on the way.
+      const T* __restrict__ gout = dout + r;
+      if (p.z) {
+        const T* __restrict__ zr = p.z + r;
+        const T* __restrict__ ur = p.u + r;
+        T* __restrict__ dzr = dz + r;
+        for (int64_t t = 0; t < len; ++t) {
+          const T sz = sigmoid(zr[t]);
+          dzr[t] = gout[t] * (Y[t] + Dd * ur[t]) * sz * (T(1) + zr[t] * (T(1) - sz));
+          Y[t] = gout[t] * zr[t] * sz;
+        }
+      } else {
+        std::copy(gout, gout + len, Y);
+      }
+      T gD = 0;
       for (int64_t t = len - 1; t >= 0; --t) {
-        T ddt_ddelta;
-        const T dt = p.step(d, p.delta[r + t], &ddt_ddelta);
+        const T dt = p.dt[r + t];
         const T ut = p.u[r + t];
         const T x = dt * ut;
         const T* __restrict__ Bt = Bp + t * sb;
@@ -287,17 +282,7 @@ struct Backward {
         const T* __restrict__ Et = E + t * n;
         T* __restrict__ dBt = dBp + t * sdb;
         T* __restrict__ dCt = dCp + t * sdc;
-        // Gradient of y_t: through the gate (which needs y_t itself) and the skip connection.
-        T g = dout[r + t];
-        if (p.z) {
-          T acc[kLanes] = {};
-          for (int64_t k = 0; k < blocks; k += kLanes) dot_lanes<kLanes>(Ct + k, Ht + k, acc);
-          for (int64_t k = blocks; k < n; ++k) dot_lanes<1>(Ct + k, Ht + k, acc);
-          const T y = lane_sum(acc);
-          const T pre = y + Dd * ut, zt = p.z[r + t], sz = sigmoid(zt);
-          dz[r + t] = g * pre * sz * (T(1) + zt * (T(1) - sz));
-          g *= zt * sz;
-        }
+        const T g = Y[t];
         gD += g * ut;
         T accx[kLanes] = {}, acca[kLanes] = {};
         for (int64_t k = 0; k < blocks; k += kLanes)
@@ -307,57 +292,53 @@ struct Backward {
           adjoint_lanes<1>(g, x, dt, Ad + k, Bt + k, Ct + k, Ht + k, Hp + k, Et + k, lam + k, gA + k, dBt + k,
                            dCt + k, accx, acca);
         const T gx = lane_sum(accx), ga = lane_sum(acca);
-        const T gdt = (gx * ut + ga) * ddt_ddelta;
         du[r + t] = g * Dd + gx * dt;
-        ddelta[r + t] = gdt;
-        gbias += gdt;
+        ddt[r + t] = gx * ut + ga;
       }
       std::copy(lam, lam + n, dh0 + s);
       std::copy(gA, gA + n, dA + s);
       if (!p.groups_b) std::copy(gB, gB + n, dB + s);
       if (!p.groups_c) std::copy(gC, gC + n, dC + s);
       dD[b * p.dim + d] = gD;
-      dbias[b * p.dim + d] = gbias;
     }
   }
 };
 
 // Gradients of every input. Per-batch partial sums come back for the caller to reduce: dA
-// (batch, d, n), dD and ddelta_bias (batch, d), fixed dB/dC (batch, d, n); time-varying dB/dC as
+// (batch, d, n), dD (batch, d), fixed dB/dC (batch, d, n); time-varying dB/dC as
 // (batch, parts, L, n) where part i holds the rows [i * d / parts, (i + 1) * d / parts), and
 // ``parts`` is chosen by the caller so that every part lies inside one group of B and of C.
-std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& B,
                                   const Tensor& C, const OptTensor& D, const OptTensor& z,
-                                  const OptTensor& delta_bias, const OptTensor& h0, bool delta_softplus,
+                                  const OptTensor& h0,
                                   const Tensor& dout, const OptTensor& dlast, int64_t parts) {
   const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), n = A.size(1);
   TORCH_CHECK(parts >= 1 && dim % parts == 0, "parts must divide d");
   const auto opts = u.options();
-  Tensor du = empty_like_rows(u), ddelta = empty_like_rows(u);
+  Tensor du = empty_like_rows(u), ddt = empty_like_rows(u);
   Tensor dz = z ? empty_like_rows(u) : torch::empty({0}, opts);
   Tensor dA = torch::empty({batch, dim, n}, opts), dh0 = torch::empty({batch, dim, n}, opts);
-  Tensor dD = torch::empty({batch, dim}, opts), dbias = torch::empty({batch, dim}, opts);
+  Tensor dD = torch::empty({batch, dim}, opts);
   auto grad_bc = [&](const Tensor& M) {
     return M.dim() == 2 ? torch::empty({batch, dim, n}, opts) : torch::zeros({batch, parts, len, n}, opts);
   };
   Tensor dB = grad_bc(B), dC = grad_bc(C);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_backward", [&] {
-    const Problem<scalar_t> p(u, delta, A, B, C, D, z, delta_bias, h0, delta_softplus);
+    const Problem<scalar_t> p(u, dt, A, B, C, D, z, h0);
     const Backward<scalar_t> bw{p,
                                 dout.data_ptr<scalar_t>(),
                                 dlast ? dlast->data_ptr<scalar_t>() : nullptr,
                                 du.data_ptr<scalar_t>(),
-                                ddelta.data_ptr<scalar_t>(),
+                                ddt.data_ptr<scalar_t>(),
                                 z ? dz.data_ptr<scalar_t>() : nullptr,
                                 dA.data_ptr<scalar_t>(),
                                 dB.data_ptr<scalar_t>(),
                                 dC.data_ptr<scalar_t>(),
                                 dD.data_ptr<scalar_t>(),
-                                dbias.data_ptr<scalar_t>(),
                                 dh0.data_ptr<scalar_t>()};
     const int64_t rows = dim / parts;
     at::parallel_for(0, batch * parts, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> work(2 * len * n + 5 * n);
+      std::vector<scalar_t> work(2 * len * n + len + 5 * n);
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / parts, part = i % parts;
         const int64_t slice = i * len * n;
@@ -366,7 +347,7 @@ std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& delta, const Te
       }
     });
   });
-  return {du, ddelta, dA, dB, dC, dD, dz, dbias, dh0};
+  return {du, ddt, dA, dB, dC, dD, dz, dh0};
 }
 
 }  // namespace
