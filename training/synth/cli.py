@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-clips", type=int, default=8, help="files in _background_noise_")
     p.add_argument("--noise-seconds", type=float, default=30.0, help="length of each noise file")
     p.add_argument("--rirs", type=int, default=0, help="simulated room impulse responses to store (pyroomacoustics)")
+    p.add_argument("--real-speech", type=name_list, default=(),
+                   help="recorded speech for the training split's unknown words: hedgewars (hedgewars-data)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous build in --out")
     return p

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from . import real_speech
 from .common import CLIP_SAMPLES, EDGE_MARGIN, MAX_WORD_SAMPLES, SAMPLE_RATE, EngineError, SynthError, rng
 from .engine import Engine
 from .engines import ENGINES
@@ -87,6 +88,7 @@ class SynthConfig:
     noise_clips: int = 8
     noise_seconds: float = 30.0
     rirs: int = 0  # simulated room impulse responses stored with the data set (room_impulses.npz)
+    real_speech: tuple[str, ...] = ()  # recorded speech packages for the training split's unknown words
     jobs: int | None = None  # worker processes; default os.cpu_count()
     overwrite: bool = False
 
@@ -225,6 +227,11 @@ def _validate(config: SynthConfig) -> tuple[str, ...]:
         value = getattr(config, name)
         if value is not None and value < minimum:
             raise SynthError(f"--{name.replace('_', '-')} must be >= {minimum}")
+    unknown_sources = [s for s in config.real_speech if s not in real_speech.SOURCES]
+    if unknown_sources:
+        raise SynthError(f"unknown --real-speech source(s) {', '.join(unknown_sources)}: use {', '.join(real_speech.SOURCES)}")
+    for source in config.real_speech:
+        real_speech.clips(source)  # installed?
     bad = [f"{name}={n}" for name, n in config.renditions.items() if name not in ENGINES or n < 1]
     if bad:
         raise SynthError(f"--renditions {', '.join(bad)}: give ENGINE=N with a known engine and N >= 1")
@@ -323,11 +330,14 @@ def build_dataset(config: SynthConfig) -> dict[str, Any]:
         ]  # fmt: skip
         results = _run_tasks(_speaker_clips, speaker_tasks, jobs)
         rows = [row for rows, _ in results for row in rows]
+        real = [row for source in config.real_speech for row in real_speech.write(tmp, source)]
+        rows += real
         skipped = [item for _, items in results for item in items]
         noise = _run_tasks(_noise_clip, noise_tasks, jobs)
         rooms = build_bank(tmp, config.rirs, config.seed) if config.rirs else None
 
         split_of = {s.id: name for name, speakers in split.items() for s in speakers}
+        split_of.update({row["speaker_id"]: "train" for row in real})
         rows.sort(key=lambda r: r["file"])
         for list_name, split_name in (("validation_list.txt", "validation"), ("testing_list.txt", "testing")):
             lines = [r["file"] for r in rows if split_of[r["speaker_id"]] == split_name]
@@ -379,6 +389,7 @@ def build_dataset(config: SynthConfig) -> dict[str, Any]:
             "skipped": skipped,
             "background_noise": noise,
             "room_impulses": rooms,
+            "real_speech": {source: sum(r["engine"] == source for r in real) for source in config.real_speech},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.is_dir() and config.overwrite:

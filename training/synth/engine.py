@@ -75,7 +75,7 @@ def each_word(
         try:
             audio = speak(word, params)
         except EngineError as exc:
-            out.append(Rendition(None, params, str(exc)))
+            out.append(Rendition(None, params, " / ".join(str(exc).splitlines())))
             continue
         out.append(Rendition(audio, params, "" if audio is not None else "produced silence"))
     return out
