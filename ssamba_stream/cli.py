@@ -168,6 +168,8 @@ def stdin(
         raise UserError(f"--channels must be at least 1, got {channels}")
     if rate < 1:
         raise UserError(f"--rate must be a positive number of Hz, got {rate}")
+    if sys.stdin is None:  # started with standard input closed (`<&-`)
+        raise UserError("standard input is closed: pipe raw PCM into it, e.g. arecord -f S16_LE -r 16000 | ssamba-stream stdin --rate 16000")
     engine = make_engine(task, model, backend, threads, threshold=threshold, thresholds=thresholds,
                          smoothing=smoothing, refractory=refractory, top_k=top_k, every=every)
     count = 0

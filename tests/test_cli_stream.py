@@ -6,6 +6,7 @@ that the bundled model hears the right words.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -241,3 +242,12 @@ def test_a_classify_model_refuses_the_kws_task(reference_wav, tmp_path):
 )
 def test_bad_options_and_streams_are_one_line_errors(random_kws_model, args, stdin, needle):
     assert_one_line_error(run_cli(*args, "--model", random_kws_model, stdin=stdin), needle)
+
+
+def test_stdin_closed_is_a_one_line_error(random_kws_model):
+    """`ssamba-stream stdin <&-` starts Python without sys.stdin: say so instead of an AttributeError."""
+    result = subprocess.run(
+        [*CLI, "stdin", "--rate", "16000", "--model", str(random_kws_model)],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=300, preexec_fn=lambda: os.close(0),
+    )
+    assert_one_line_error(result, "standard input is closed")
