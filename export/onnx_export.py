@@ -76,6 +76,8 @@ def export_onnx(
     """
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+    if block is not None and block < 1:
+        raise UserError(f"block must be a positive number of tokens (20 ms each), got {block}: e.g. --block 8")
     if batch is not None and batch < 1:
         raise UserError(f"batch must be a positive number of streams (or None for any), got {batch}")
     if opset < 17:

@@ -235,8 +235,9 @@ def test_cli_exports_and_verifies(checkpoint, tmp_path):
     assert result.returncode == 1 and "FAILED" in result.stdout
 
 
-def test_cli_errors_are_one_line(tmp_path, exported):
+def test_cli_errors_are_one_line(tmp_path, exported, checkpoint):
     cases = [
+        (("onnx", str(checkpoint), "--block", "0", "-o", str(tmp_path / "x.onnx")), "block must be a positive"),
         (("onnx", str(tmp_path / "missing"), "-o", str(tmp_path / "x.onnx")), "not found"),
         (("onnx", str(tmp_path / "missing"), "-o", str(tmp_path / "x.txt")), "must end in .onnx"),
     ]
