@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from .cli_common import (
     ThresholdOption,
     ThresholdsOption,
 )
+from .errors import UserError
 from .evaluation import DEFAULT_TOLERANCE, evaluate_stream, plot_det, require_matplotlib, write_sweep_csv
 from .kws import DetectorConfig, parse_thresholds
 from .runtime.spec import load_spec
@@ -49,19 +51,36 @@ def evaluate(
     The detector options score one setting other than the model's defaults; the sweep then runs at
     that smoothing."""
     require_matplotlib()
+    folder = writable_folder(out or stream.parent)
     detector = None
     if threshold is not None or thresholds or smoothing is not None or refractory is not None:
-        defaults = DetectorConfig.from_sidecar(load_spec(resolve_model(model)).detector)
-        detector = defaults.with_overrides(threshold, parse_thresholds(thresholds), smoothing, refractory)
+        spec = load_spec(resolve_model(model))
+        detector = DetectorConfig.from_sidecar(spec.detector).with_overrides(
+            threshold, parse_thresholds(thresholds), smoothing, refractory
+        ).for_labels(spec.labels)
     result = evaluate_stream(
         stream, labels or stream.with_suffix(".csv"), model, backend=backend, tolerance=tolerance, detector=detector
     )
-    folder = out or stream.parent
-    folder.mkdir(parents=True, exist_ok=True)
     det, table = folder / f"{stream.stem}_det.png", folder / f"{stream.stem}_sweep.csv"
-    plot_det(result, det)
-    write_sweep_csv(result, table)
+    try:
+        plot_det(result, det)
+        write_sweep_csv(result, table)
+    except OSError as exc:  # the folder changed under us: the result itself is not lost
+        typer.echo(json.dumps(result.to_json(), indent=2) if json_output else result.summary())
+        raise UserError(f"could not write the report to {folder} ({exc.strerror}): the result above is complete") from None
     if json_output:
         typer.echo(json.dumps({**result.to_json(), "det_plot": str(det), "sweep_csv": str(table)}, indent=2))
     else:
         typer.echo(f"{result.summary()}\nwrote {det} and {table}")
+
+
+def writable_folder(folder: Path) -> Path:
+    """``folder``, created if needed and checked writable before an hour of audio is evaluated."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder} is a file, not a folder: pass a folder for the DET plot and sweep CSV")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise UserError(f"cannot write to --out {folder} ({exc.strerror}): pass a folder you can write to") from None
+    return folder

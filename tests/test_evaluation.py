@@ -450,6 +450,22 @@ def test_cli_bad_labels_exit_2_in_one_line(
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--out", ROOT / "README.md"), "is a file, not a folder"),
+        (("--out", "/sys/ssamba-report"), "cannot write to --out /sys/ssamba-report"),
+        (("--thresholds", "marvin=0.5"), "marvin, not a label of this model"),
+    ],
+)
+def test_cli_checks_its_options_before_evaluating(model: Path, tmp_path: Path, args: tuple, message: str) -> None:
+    """Bad --out or --thresholds fail at once, before the stream (absent here) is even opened."""
+    result = run_cli("evaluate", "--stream", tmp_path / "absent.wav", "--model", model, *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr
+
+
 # Run the CLI in a child interpreter where torch and matplotlib cannot be imported.
 BLOCK = """
 import importlib.abc, sys
