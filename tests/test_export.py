@@ -159,7 +159,8 @@ def test_model_file_errors(exported, checkpoint, tmp_path):
         StreamingSession(lonely)
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(exported.read_bytes()[:5000])
-    corrupt.with_suffix(".json").write_text(exported.with_suffix(".json").read_text())
+    sidecar = json.loads(exported.with_suffix(".json").read_text())
+    corrupt.with_suffix(".json").write_text(json.dumps({**sidecar, "fingerprint": file_sha256(corrupt)}))
     with pytest.raises(ModelFileError, match="not a loadable ONNX graph"):
         StreamingSession(corrupt)
     bad_json = tmp_path / "bad_json.onnx"
@@ -171,9 +172,24 @@ def test_model_file_errors(exported, checkpoint, tmp_path):
     torch.onnx.export(
         torch.nn.Linear(3, 2), (torch.zeros(1, 3),), str(foreign), input_names=["x"], dynamo=False
     )
-    foreign.with_suffix(".json").write_text(exported.with_suffix(".json").read_text())
+    foreign.with_suffix(".json").write_text(json.dumps({**sidecar, "fingerprint": file_sha256(foreign)}))
     with pytest.raises(ModelFileError, match="does not match its sidecar"):
         StreamingSession(foreign)
+
+
+def test_a_sidecar_from_another_export_or_with_a_wrong_rate_is_refused(exported, checkpoint, tmp_path):
+    """Another export's sidecar would relabel every event, a wrong rate would silence them: both are refused."""
+    other = tmp_path / "other.onnx"
+    export_onnx(checkpoint, other, block=4)
+    mixed = tmp_path / "mixed.onnx"
+    mixed.write_bytes(exported.read_bytes())
+    mixed.with_suffix(".json").write_text(other.with_suffix(".json").read_text())
+    with pytest.raises(ModelFileError, match="written for another graph than mixed.onnx"):
+        StreamingSession(mixed)
+    sidecar = json.loads(exported.with_suffix(".json").read_text())
+    mixed.with_suffix(".json").write_text(json.dumps({**sidecar, "sample_rate": 8000}))
+    with pytest.raises(ModelFileError, match="says sample_rate 8000 but its model was trained at 16000 Hz"):
+        StreamingSession(mixed)
 
 
 def test_state_from_another_model_is_refused(exported, checkpoint, tmp_path):
