@@ -251,3 +251,26 @@ def test_stdin_closed_is_a_one_line_error(random_kws_model):
         stdin=subprocess.DEVNULL, capture_output=True, timeout=300, preexec_fn=lambda: os.close(0),
     )
     assert_one_line_error(result, "standard input is closed")
+
+
+def test_standard_input_and_pipes_are_audio_files(random_kws_model, reference_wav, low_threshold):
+    """`file -` and `file /dev/stdin` read a piped recording; /dev/null is empty, not 'not found'."""
+    expected = json_lines(run_cli("file", reference_wav, "--model", random_kws_model, "--json", *low_threshold))
+    for name in ("-", "/dev/stdin"):
+        piped = run_cli("file", name, "--model", random_kws_model, "--json", *low_threshold,
+                        stdin=reference_wav.read_bytes())  # fmt: skip
+        assert json_lines(piped) == expected, name
+    assert_one_line_error(run_cli("file", "/dev/null", "--model", random_kws_model), "/dev/null", "empty (0 bytes)")
+
+
+@pytest.mark.parametrize("placeholder", [0, 0xFFFFFFFF])
+def test_a_wav_whose_header_size_is_a_placeholder_holds_its_audio(random_kws_model, reference_wav, tmp_path,
+                                                                    low_threshold, placeholder):  # fmt: skip
+    """Streaming writers leave the data size at 0 (or 0xFFFFFFFF): the audio after it is still read."""
+    data = bytearray(reference_wav.read_bytes())
+    size_at = data.index(b"data") + 4
+    data[size_at : size_at + 4] = placeholder.to_bytes(4, "little")
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(bytes(data))
+    expected = json_lines(run_cli("file", reference_wav, "--model", random_kws_model, "--json", *low_threshold))
+    assert expected and json_lines(run_cli("file", streamed, "--model", random_kws_model, "--json", *low_threshold)) == expected
