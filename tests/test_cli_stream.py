@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import soxr
 from model_fixtures import export_random_model
 
 from ssamba_stream import KeywordSpotter, StreamClassifier
-from ssamba_stream.errors import UserError
+from ssamba_stream.errors import InputWarning, UserError
 
 CLI = [sys.executable, "-m", "ssamba_stream.cli"]
 
@@ -274,3 +275,27 @@ def test_a_wav_whose_header_size_is_a_placeholder_holds_its_audio(random_kws_mod
     streamed.write_bytes(bytes(data))
     expected = json_lines(run_cli("file", reference_wav, "--model", random_kws_model, "--json", *low_threshold))
     assert expected and json_lines(run_cli("file", streamed, "--model", random_kws_model, "--json", *low_threshold)) == expected
+
+
+def test_api_refuses_channels_first_arrays_and_warns_once_on_unscaled_floats(random_kws_model, audio):
+    spotter = KeywordSpotter(random_kws_model)
+    with pytest.raises(UserError, match=r"got \(2, 16000\).*pass pcm.T"):
+        spotter.process(np.stack([audio[:16000], audio[:16000]]))
+    spotter.reset()
+    with pytest.warns(InputWarning, match="far outside"):
+        spotter.process(audio[:16000] * 32768)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            spotter.process(audio[:16000] * 32768)
+    assert len([w for w in caught if issubclass(w.category, InputWarning)]) <= 1
+
+
+def test_an_8_khz_file_says_it_was_upsampled_and_what_that_costs(random_kws_model, audio, tmp_path):
+    path = tmp_path / "phone.wav"
+    sf.write(path, soxr.resample(audio, 16000, 8000), 8000)
+    result = run_cli("file", path, "--model", random_kws_model)
+    assert result.returncode == 0, result.stderr.decode()
+    err = result.stderr.decode()
+    assert "resampled from 8000 Hz to 16000 Hz" in err and "nothing above 4000 Hz" in err
+    assert "Traceback" not in err and "InputWarning" not in err
