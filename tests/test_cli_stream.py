@@ -239,6 +239,8 @@ def test_a_classify_model_refuses_the_kws_task(reference_wav, tmp_path):
         (["stdin", "--rate", "16000", "--refractory", "-1"], b"", "refractory period must be >= 0"),
         (["evaluate", "--stream", "x.wav", "--smoothing", "0"], None, "smoothing must be a whole number"),
         (["file", "x.wav", "--task", "transcribe"], None, "--task kws or --task classify"),
+        (["file", "x.wav", "--threads", "0"], None, "threads must be a whole number >= 1, got 0"),
+        (["stdin", "--rate", "16000", "--threads", "-3"], b"", "threads must be a whole number >= 1, got -3"),
     ],
 )
 def test_bad_options_and_streams_are_one_line_errors(random_kws_model, args, stdin, needle):

@@ -57,6 +57,8 @@ class StreamingSession:
     def __init__(self, model_path: str | Path, backend: str = "onnxruntime", streams: int = 1, threads: int = 1) -> None:
         if streams < 1:
             raise UserError(f"streams must be at least 1, got {streams}")
+        if not (isinstance(threads, int) and threads >= 1):
+            raise UserError(f"threads must be a whole number >= 1, got {threads!r}: e.g. --threads 1")
         self.model_path = Path(model_path)
         self.spec = load_spec(self.model_path)
         fixed = self.spec.extra.get("batch")
