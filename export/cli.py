@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ssamba_stream.cli_common import add_version_option
 from ssamba_stream.errors import UserError, run_cli
 
 app = typer.Typer(
@@ -14,7 +15,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich panels print '<bool>' after every flag
 )
+add_version_option(app)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from .cli_common import (
     ThresholdOption,
     ThresholdsOption,
     TopKOption,
+    add_version_option,
     make_engine,
     print_results,
     say_conversion,
@@ -38,7 +39,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich panels print '<bool>' after every flag
 )
+add_version_option(app)
 
 
 @app.command()

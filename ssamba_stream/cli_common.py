@@ -38,6 +38,28 @@ EveryOption = Annotated[float, typer.Option("--every", help="classify: seconds b
 ThreadsOption = Annotated[int, typer.Option(help="CPU threads for the model")]
 
 
+def _show_version(ctx: typer.Context, value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"{ctx.find_root().info_name} {__version__}")
+        raise typer.Exit()
+
+
+def _root_options(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="print the version and exit"),
+    ] = None,
+) -> None:
+    """Options before the command (``--version``)."""
+
+
+def add_version_option(app: typer.Typer) -> None:
+    """``PROGRAM --version``: the installed version, as every command-line tool says it."""
+    app.callback()(_root_options)
+
+
 def make_engine(task: str, model: Path | None, backend: str, threads: int, *, threshold: float | None,
                 thresholds: str, smoothing: int | None, refractory: float | None, top_k: int,
                 every: float):  # fmt: skip

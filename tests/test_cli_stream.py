@@ -18,7 +18,7 @@ import soundfile as sf
 import soxr
 from model_fixtures import export_random_model
 
-from ssamba_stream import KeywordSpotter, StreamClassifier
+from ssamba_stream import KeywordSpotter, StreamClassifier, __version__
 from ssamba_stream.errors import InputWarning, UserError
 
 CLI = [sys.executable, "-m", "ssamba_stream.cli"]
@@ -301,3 +301,13 @@ def test_an_8_khz_file_says_it_was_upsampled_and_what_that_costs(random_kws_mode
     err = result.stderr.decode()
     assert "resampled from 8000 Hz to 16000 Hz" in err and "nothing above 4000 Hz" in err
     assert "Traceback" not in err and "InputWarning" not in err
+
+
+def test_help_shows_flags_bare_and_version_is_an_option():
+    for command in ("file", "stdin", "evaluate"):
+        text = run_cli(command, "--help").stdout.decode()
+        assert "--json" in text and "<bool>" not in text, text
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.decode().split()[-1] == __version__
+    export = subprocess.run([sys.executable, "-m", "ssamba_export.cli", "--version"], capture_output=True, text=True)
+    assert export.returncode == 0 and export.stdout.split()[-1] == __version__, export.stderr
