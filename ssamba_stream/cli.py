@@ -107,8 +107,8 @@ def file(
         engine.reset()
         if source and not as_json:
             typer.echo(f"== {path}")
+        count = 0
         try:
-            count = 0
             for index, (block, rate) in enumerate(iter_audio_blocks(path)):
                 if index == 0:
                     say_conversion(str(path), rate, block.shape[1], engine.spec.sample_rate)
@@ -118,6 +118,9 @@ def file(
             typer.echo(f"ssamba-stream: error: {exc}", err=True)
             failures.append(path)
             continue
+        except KeyboardInterrupt:  # Ctrl-C: say how far this file got, then stop
+            typer.echo(summary_line(str(path), engine, count) + " (interrupted)", err=True)
+            raise typer.Exit(130) from None
         typer.echo(summary_line(str(path), engine, count), err=True)
     if failures:
         raise typer.Exit(2)

@@ -7,6 +7,7 @@ that the bundled model hears the right words.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -311,3 +312,23 @@ def test_help_shows_flags_bare_and_version_is_an_option():
     assert result.returncode == 0 and result.stdout.decode().split()[-1] == __version__
     export = subprocess.run([sys.executable, "-m", "ssamba_export.cli", "--version"], capture_output=True, text=True)
     assert export.returncode == 0 and export.stdout.split()[-1] == __version__, export.stderr
+
+
+def test_classify_on_a_keyword_model_says_so(random_kws_model, reference_wav):
+    result = run_cli("file", reference_wav, "--model", random_kws_model, "--task", "classify")
+    assert result.returncode == 0 and "is a keyword model" in result.stderr.decode(), result.stderr.decode()
+
+
+def test_ctrl_c_on_file_prints_the_summary_so_far(random_kws_model, tmp_path):
+    long = tmp_path / "long.wav"
+    noise = np.random.default_rng(0).normal(0, 0.1, 22050 * 300)
+    sf.write(long, noise, 22050, subtype="PCM_16")  # 5 minutes at 22.05 kHz: a 'resampled' note once it runs
+    process = subprocess.Popen([*CLI, "file", str(long), "--model", str(random_kws_model)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    first = process.stderr.readline().decode()
+    assert "resampled" in first, first
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    err = rest.decode()
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert "s of audio" in err and "(interrupted)" in err, err
