@@ -72,7 +72,11 @@ def make_engine(task: str, model: Path | None, backend: str, threads: int, *, th
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}: use --task kws or --task classify")
     if task == "classify":
-        return StreamClassifier(model, backend=backend, threads=threads, top_k=top_k, every_seconds=every)
+        classifier = StreamClassifier(model, backend=backend, threads=threads, top_k=top_k, every_seconds=every)
+        if classifier.spec.task == "kws":
+            typer.echo(f"note: {classifier.model_path.name} is a keyword model: ranking its labels per window as "
+                       "asked (--task kws gives keyword events)", err=True)  # fmt: skip
+        return classifier
     return KeywordSpotter(model, backend=backend, threads=threads, threshold=threshold,
                           thresholds=parse_thresholds(thresholds), smoothing_blocks=smoothing,
                           refractory_seconds=refractory)  # fmt: skip
