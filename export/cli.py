@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ssamba_stream.cli_common import add_version_option
+from ssamba_stream.cli_common import BackendOption, add_version_option
 from ssamba_stream.errors import UserError, run_cli
 
 app = typer.Typer(
@@ -110,9 +110,7 @@ def tune(
 def verify(
     model: Annotated[Path, typer.Argument(help="exported step graph (.onnx or .plan)")],
     checkpoint: Annotated[Path, typer.Option(help="the checkpoint it was exported from")],
-    backend: Annotated[
-        str, typer.Option(help="onnxruntime, onnxruntime-cuda, tensorrt or torch")
-    ] = "onnxruntime",
+    backend: BackendOption = "onnxruntime",
     seconds: Annotated[float, typer.Option(help="length of the test signal")] = 30.0,
     audio: Annotated[Path | None, typer.Option(help="a recording to use instead of the test signal")] = None,
     tolerance: Annotated[float, typer.Option(help="largest allowed logit difference")] = 1e-4,

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from .errors import UserError
+from .runtime.backends import backend_names
 
 ModelOption = Annotated[
     Path | None, typer.Option("--model", help="exported .onnx/.plan (default: the bundled 12-keyword model)")
@@ -19,7 +20,7 @@ ModelOption = Annotated[
 TaskOption = Annotated[
     str, typer.Option("--task", help="kws (keyword events) or classify (top labels per window)")
 ]
-BackendOption = Annotated[str, typer.Option(help="onnxruntime, onnxruntime-cuda, tensorrt or torch")]
+BackendOption = Annotated[str, typer.Option(help=f"inference backend: {', '.join(backend_names())}")]
 ThresholdOption = Annotated[
     float | None, typer.Option(help="detection threshold for every keyword (default: the model's)")
 ]

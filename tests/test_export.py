@@ -20,6 +20,7 @@ from ssamba_export.verify import max_logit_difference, stream_in_random_chunks
 from ssamba_stream.errors import UserError
 from ssamba_stream.model.checkpoint import save_model
 from ssamba_stream.model.ssamba import build_model
+from ssamba_stream.runtime.backends import OnnxRuntimeBackend, backend_names, register_backend
 from ssamba_stream.runtime.session import StreamingSession
 from ssamba_stream.runtime.spec import ModelFileError, file_sha256
 
@@ -148,6 +149,26 @@ def test_bad_input_is_refused_and_the_stream_survives(exported, stream_audio):
     np.testing.assert_array_equal(
         session.process(stream_audio[5000:30000]), reference.process(stream_audio[5000:30000])
     )
+
+
+def test_a_registered_backend_serves_sessions(exported, stream_audio):
+    """A new backend is one class and one register_backend call: sessions and --backend find it."""
+
+    class Counting(OnnxRuntimeBackend):
+        steps = 0
+
+        def run(self, inputs):
+            Counting.steps += 1
+            return super().run(inputs)
+
+    register_backend("counting-test", lambda path, spec, threads: Counting(path, spec, threads))
+    assert "counting-test" in backend_names()
+    audio = stream_audio[:16000]
+    session = StreamingSession(exported, backend="counting-test")
+    np.testing.assert_array_equal(session.process(audio), StreamingSession(exported).process(audio))
+    assert Counting.steps == session.blocks > 0
+    with pytest.raises(UserError, match="unknown backend 'nope': choose one of onnxruntime, .*counting-test"):
+        StreamingSession(exported, backend="nope")
 
 
 def test_model_file_errors(exported, checkpoint, tmp_path):

@@ -13,10 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .backends import OUTPUT_NAMES, OnnxRuntimeBackend, TorchBackend
-from .spec import StreamModelSpec, load_spec
-
-BACKENDS = ("onnxruntime", "onnxruntime-cuda", "tensorrt", "torch")
+from .backends import OUTPUT_NAMES, make_backend
+from .spec import load_spec
 
 
 class InputError(UserError):
@@ -31,20 +29,6 @@ class SessionSnapshot:
     state: dict[str, np.ndarray]
     pending: np.ndarray
     blocks: int
-
-
-def _make_backend(name: str, graph_path: Path, spec: StreamModelSpec, threads: int):
-    if name == "onnxruntime":
-        return OnnxRuntimeBackend(graph_path, spec, threads=threads)
-    if name == "onnxruntime-cuda":
-        return OnnxRuntimeBackend(graph_path, spec, threads=threads, device="cuda")
-    if name == "torch":
-        return TorchBackend(graph_path, spec, threads=threads)
-    if name == "tensorrt":
-        from .tensorrt_backend import TensorRTBackend
-
-        return TensorRTBackend(graph_path, spec)
-    raise UserError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 
 class StreamingSession:
@@ -69,7 +53,7 @@ class StreamingSession:
             )
         self.streams = streams
         self.backend_name = backend
-        self.backend = _make_backend(backend, self.model_path, self.spec, threads)
+        self.backend = make_backend(backend, self.model_path, self.spec, threads)
         self.reset()
 
     @property
