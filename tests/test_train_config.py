@@ -101,3 +101,13 @@ def test_cli_missing_resume_checkpoint_is_one_line(capsys, tmp_path):
     missing = tmp_path / "out" / "checkpoints" / "step-0000100"
     line = _main_error(capsys, "--recipe", str(RECIPES / "kws-stream.yaml"), f"data.root={data}", "--resume", str(missing))
     assert "not a training checkpoint" in line and str(missing) in line
+
+
+def test_yes_no_on_off_are_words_not_booleans(tmp_path):
+    """The Speech Commands keywords include yes/no/on/off, which YAML 1.1 reads as booleans."""
+    recipe = build_recipe(apply_overrides({"task": "kws-stream"}, ["data.keywords=[yes,no,on,off]"]))
+    assert recipe.data.keywords == ["yes", "no", "on", "off"]
+    path = tmp_path / "r.yaml"
+    path.write_text("task: kws-stream\ndata:\n  keywords: [yes, no, on, off]\naugment:\n  noise: true\n")
+    loaded = load_recipe(path)
+    assert loaded.data.keywords == ["yes", "no", "on", "off"] and loaded.augment.noise is True
