@@ -45,7 +45,7 @@ def onnx(
     ] = "kws",
 ) -> None:
     """Export CHECKPOINT as an ONNX step graph: PCM chunk + state in, posteriors + state out."""
-    from .onnx_export import export_onnx
+    from .onnx_export import export_onnx, untuned_detector
 
     if output.suffix != ".onnx":
         raise UserError(f"output {output} must end in .onnx: the sidecar is written beside it as .json")
@@ -63,6 +63,12 @@ def onnx(
         f"wrote {output} and {output.with_suffix('.json')}: {len(spec.labels)} labels, block of "
         f"{spec.block_tokens} tokens = {spec.chunk_samples} samples ({spec.block_seconds * 1000:.0f} ms)"
     )
+    if spec.detector == untuned_detector(spec.labels).to_sidecar():
+        typer.echo(f"detector defaults untuned (threshold 0.5): tune them with 'ssamba-export tune {output} "
+                   "--stream HELD_OUT.wav'")  # fmt: skip
+    else:
+        typer.echo("detector defaults kept from the sidecar this export replaces (same weights, block and labels): "
+                   f"threshold {spec.detector.get('threshold')}, smoothing {spec.detector.get('smoothing_blocks')}")  # fmt: skip
 
 
 @app.command()

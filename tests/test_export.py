@@ -22,7 +22,7 @@ from ssamba_stream.model.checkpoint import save_model
 from ssamba_stream.model.ssamba import build_model
 from ssamba_stream.runtime.backends import OnnxRuntimeBackend, backend_names, register_backend
 from ssamba_stream.runtime.session import StreamingSession
-from ssamba_stream.runtime.spec import ModelFileError, file_sha256
+from ssamba_stream.runtime.spec import ModelFileError, file_sha256, write_detector_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,6 +151,16 @@ def test_bad_input_is_refused_and_the_stream_survives(exported, stream_audio):
     )
 
 
+def test_re_export_keeps_tuned_detector_defaults(checkpoint, tmp_path):
+    """Re-exporting a checkpoint over its tuned export keeps the thresholds 'ssamba-export tune' chose."""
+    out = tmp_path / "tuned.onnx"
+    export_onnx(checkpoint, out)
+    tuned = {**json.loads(out.with_suffix(".json").read_text())["detector"], "threshold": 0.97, "smoothing_blocks": 6}
+    write_detector_defaults(out, tuned)
+    assert export_onnx(checkpoint, out).detector == tuned
+    assert export_onnx(checkpoint, out, block=4).detector["threshold"] == 0.5  # another block: untuned again
+
+
 def test_a_registered_backend_serves_sessions(exported, stream_audio):
     """A new backend is one class and one register_backend call: sessions and --backend find it."""
 
@@ -265,6 +275,7 @@ def test_cli_exports_and_verifies(checkpoint, tmp_path):
     result = _cli("onnx", str(checkpoint), "--block", "4", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert "block of 4 tokens = 1280 samples (80 ms)" in result.stdout and out.with_suffix(".json").is_file()
+    assert "detector defaults untuned (threshold 0.5): tune them with 'ssamba-export tune" in result.stdout
     result = _cli("verify", str(out), "--checkpoint", str(checkpoint), "--seconds", "6")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: max |streamed - offline| logit difference")
