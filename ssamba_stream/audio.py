@@ -194,6 +194,12 @@ def iter_audio_blocks(path: str | os.PathLike, seconds: float = 1.0) -> Iterator
             yield data, file.samplerate
 
 
+def audio_seconds(path: str | os.PathLike) -> float:
+    """Length of a recording in seconds, from its header (after ``open_audio``'s checks)."""
+    with open_audio(path) as file:
+        return file.frames / file.samplerate
+
+
 def load_audio(
     path: str | os.PathLike,
     sample_rate: int = 16000,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from .audio import audio_seconds
 from .cli_common import (
     BackendOption,
     ModelOption,
@@ -22,6 +24,8 @@ from .evaluation import DEFAULT_TOLERANCE, evaluate_stream, plot_det, require_ma
 from .kws import DetectorConfig, parse_thresholds
 from .runtime.spec import load_spec
 from .spotter import resolve_model
+
+LONG_STREAM_MINUTES = 5.0  # evaluate reports progress on streams this long or longer
 
 
 def evaluate(
@@ -58,9 +62,8 @@ def evaluate(
         detector = DetectorConfig.from_sidecar(spec.detector).with_overrides(
             threshold, parse_thresholds(thresholds), smoothing, refractory
         ).for_labels(spec.labels)
-    result = evaluate_stream(
-        stream, labels or stream.with_suffix(".csv"), model, backend=backend, tolerance=tolerance, detector=detector
-    )
+    result = evaluate_stream(stream, labels or stream.with_suffix(".csv"), model, backend=backend,
+                             tolerance=tolerance, detector=detector, progress=progress_printer(stream))  # fmt: skip
     det, table = folder / f"{stream.stem}_det.png", folder / f"{stream.stem}_sweep.csv"
     try:
         plot_det(result, det)
@@ -72,6 +75,23 @@ def evaluate(
         typer.echo(json.dumps({**result.to_json(), "det_plot": str(det), "sweep_csv": str(table)}, indent=2))
     else:
         typer.echo(f"{result.summary()}\nwrote {det} and {table}")
+
+
+def progress_printer(stream: Path) -> Callable[[float], None] | None:
+    """On streams of LONG_STREAM_MINUTES or more, a stderr line at every tenth of the stream."""
+    total = audio_seconds(stream)
+    if total < LONG_STREAM_MINUTES * 60:
+        return None
+    shown = 0
+
+    def show(done: float) -> None:
+        nonlocal shown
+        tenth = int(10 * done / total)
+        if shown < tenth < 10:
+            shown = tenth
+            typer.echo(f"{stream.name}: {done / 60:.1f} of {total / 60:.1f} min ({tenth * 10}%)", err=True)
+
+    return show
 
 
 def writable_folder(folder: Path) -> Path:
