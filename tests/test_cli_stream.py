@@ -241,6 +241,7 @@ def test_a_classify_model_refuses_the_kws_task(reference_wav, tmp_path):
         (["evaluate", "--stream", "x.wav", "--smoothing", "0"], None, "smoothing must be a whole number"),
         (["file", "x.wav", "--task", "transcribe"], None, "--task kws or --task classify"),
         (["file", "x.wav", "--threads", "0"], None, "threads must be a whole number >= 1, got 0"),
+        (["file", "x.wav", "--task", "classify", "--every", "0"], None, "(--every) must be positive"),
         (["stdin", "--rate", "16000", "--threads", "-3"], b"", "threads must be a whole number >= 1, got -3"),
     ],
 )
@@ -332,3 +333,8 @@ def test_ctrl_c_on_file_prints_the_summary_so_far(random_kws_model, tmp_path):
     err = rest.decode()
     assert process.returncode == 130 and "Traceback" not in err, err
     assert "s of audio" in err and "(interrupted)" in err, err
+
+
+def test_errors_name_options_and_files_not_functions(reference_wav):
+    line = assert_one_line_error(run_cli("info", reference_wav), "pass a checkpoint directory (config.json")
+    assert "save_model" not in line
