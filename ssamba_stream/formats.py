@@ -33,7 +33,7 @@ def read_checkpoint_document(directory: str | Path) -> dict:
     """The parsed config.json of a checkpoint directory, checked to be ours."""
     path = Path(directory)
     if not path.is_dir():
-        hint = " (an official SSAMBA .pth file? train.py --init-from takes it)" if path.suffix == ".pth" else ""
+        hint = " (an official SSAMBA .pth file? pass it to train.py --init-from, or to import_official in Python)" if path.suffix == ".pth" else ""
         raise CheckpointError(
             f"checkpoint directory {path} {absence(path, directory=True)}{hint}: pass a checkpoint directory (config.json + model.safetensors, as training writes)"
         )
