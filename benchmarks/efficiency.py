@@ -99,7 +99,7 @@ def measure(spec: dict) -> dict:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     import torch
 
-    from ssamba_stream.model.ssamba import build_model
+    from ssamba_stream.model.registry import build_model
 
     name, overrides = MODELS[spec["model"]]
     if spec.get("depth"):

@@ -80,7 +80,7 @@ def main() -> None:
 
             from ssamba_export.onnx_export import export_onnx
             from ssamba_stream.model.checkpoint import save_model
-            from ssamba_stream.model.ssamba import build_model
+            from ssamba_stream.model.registry import build_model
 
             torch.manual_seed(0)
             checkpoint = save_model(build_model("ssamba-kws", num_classes=12), Path(tmp) / "ckpt")

@@ -29,15 +29,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from flops import graph_flops, measured_peak_flops
 from torch import nn
 
 import ssamba_stream.model.mamba as mamba_module
-from ssamba_export.graph_scan import GRAPH_SCANS
+from ssamba_export.flops import graph_flops, measured_peak_flops
 from ssamba_export.onnx_export import export_onnx
 from ssamba_export.verify import test_signal
 from ssamba_stream.model.checkpoint import save_model
-from ssamba_stream.model.ssamba import SSAMBA, build_model
+from ssamba_stream.model.registry import build_model
+from ssamba_stream.model.ssamba import SSAMBA
 from ssamba_stream.runtime.backends import backend_names
 from ssamba_stream.runtime.session import StreamingSession
 
@@ -70,13 +70,14 @@ def block_scan_form(form: str):
 class OfflineWindow(nn.Module):
     """What a user without streaming runs every hop: the whole model on the last window of audio."""
 
-    def __init__(self, model: SSAMBA) -> None:
+    def __init__(self, model: SSAMBA, scan: str = "auto") -> None:
         super().__init__()
         self.model = model.eval()
         self.frontend = model.make_frontend()
+        self.mode = model.scan_mode(scan=scan)
 
     def forward(self, pcm: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(self.frontend(pcm)), dim=-1)
+        return torch.softmax(self.model(self.frontend(pcm), mode=self.mode), dim=-1)
 
 
 BACKENDS = backend_names()
@@ -130,13 +131,9 @@ def _window_runner(model: SSAMBA, backend: str, threads: int, path: Path):
                 window(torch.from_numpy(pcm))
 
         return run_torch
-    if not path.exists():
-        scans = [layer.mixer.scan_fn for layer in model.v.layers]
-        for layer in model.v.layers:  # the training scan does not trace; use the graph form
-            layer.mixer.scan_fn = GRAPH_SCANS["cumsum"]
-        torch.onnx.export(OfflineWindow(model), (torch.zeros(1, 16000),), str(path), input_names=["pcm"], dynamo=False)
-        for layer, scan in zip(model.v.layers, scans, strict=True):
-            layer.mixer.scan_fn = scan
+    if not path.exists():  # the training scan does not trace; export the graph form
+        window = OfflineWindow(model, scan="cumsum")
+        torch.onnx.export(window, (torch.zeros(1, 16000),), str(path), input_names=["pcm"], dynamo=False)
     providers = ["CPUExecutionProvider"] if backend == "onnxruntime" else ["CUDAExecutionProvider"]
     session = ort.InferenceSession(str(path), _session_options(threads), providers=providers)
     return lambda pcm: session.run(None, {"pcm": pcm})

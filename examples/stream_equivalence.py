@@ -22,7 +22,7 @@ import soxr
 import torch
 
 from ssamba_stream.model.frontend import StreamingFbank
-from ssamba_stream.model.ssamba import build_model
+from ssamba_stream.model.registry import build_model
 
 TEXT = (
     "yes. no. up. down. left. right. on. off. stop. go. "

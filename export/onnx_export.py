@@ -2,7 +2,7 @@
 
 The graph is ``StreamStep`` traced: bidirectional layers run their one-block path (the
 channels-last ``block_scan``), any other scan is swapped for a standard-op form (see
-graph_scan.py). Inputs ``pcm`` (batch, B*320) and the state tensors; outputs ``posteriors``,
+ssamba_stream/model/graph_scan.py). Inputs ``pcm`` (batch, B*320) and the state tensors; outputs ``posteriors``,
 ``logits``, ``features`` and the new state as ``<name>_out``. The batch dimension is dynamic, so
 one graph serves several streams.
 """
@@ -21,11 +21,10 @@ from ssamba_stream.errors import UserError
 from ssamba_stream.formats import atomic_write
 from ssamba_stream.kws import DetectorConfig
 from ssamba_stream.model.checkpoint import load_model
-from ssamba_stream.model.streaming import STATE_NAMES, StreamStep, with_block
+from ssamba_stream.model.graph_scan import GRAPH_SCANS
+from ssamba_stream.model.streaming import StreamStep
 from ssamba_stream.runtime.backends import OUTPUT_NAMES
 from ssamba_stream.runtime.spec import BATCH, TASKS, StreamModelSpec, TensorSpec, file_sha256, sidecar_path
-
-from .graph_scan import GRAPH_SCANS
 
 DEFAULT_OPSET = 17
 DEFAULT_SCAN = "unrolled"  # generic scan form (unidirectional layers); see graph_scan.py
@@ -37,21 +36,19 @@ def build_step(
     """The step module of a checkpoint, with the given block size and graph scan form."""
     if scan not in GRAPH_SCANS:
         raise UserError(f"unknown scan form {scan!r}: choose one of {', '.join(GRAPH_SCANS)}")
-    model = with_block(load_model(checkpoint), block)
+    if block is not None and block < 1:
+        raise UserError(f"--block must be a positive number of tokens, got {block}")
     try:
-        step = StreamStep(model, activation=activation)
+        return StreamStep(load_model(checkpoint), block=block, scan=scan, activation=activation)
     except ValueError as exc:
         raise UserError(f"{checkpoint}: {exc}") from None
-    for layer in model.v.layers:
-        layer.mixer.scan_fn = GRAPH_SCANS[scan]
-    return step
 
 
 def state_specs(step: StreamStep) -> tuple[TensorSpec, ...]:
     """Shapes of the state tensors, with the batch dimension symbolic."""
     specs = []
     for name, value in step.initial_state(1).items():
-        batch_axis = 1 if name in ("conv_state", "ssm_state") else 0
+        batch_axis = step.state_batch_axis(name)
         shape = tuple(BATCH if axis == batch_axis else size for axis, size in enumerate(value.shape))
         specs.append(TensorSpec(name, shape))
     return tuple(specs)
@@ -103,12 +100,11 @@ def export_onnx(
     step = build_step(checkpoint, block, scan, activation)
     state = step.initial_state(batch or 1)
     pcm = torch.zeros(batch or 1, step.chunk_samples)
-    batch_axes = {"pcm": 0, "conv_state": 1, "ssm_state": 1}
     dynamic = None
     if batch is None:
-        dynamic = {name: {batch_axes.get(name, 0): BATCH} for name in ("pcm", *STATE_NAMES)}
-        dynamic.update({f"{name}_out": {batch_axes.get(name, 0): BATCH} for name in STATE_NAMES})
-        dynamic.update({name: {0: BATCH} for name in OUTPUT_NAMES})
+        dynamic = {"pcm": {0: BATCH}, **{name: {0: BATCH} for name in OUTPUT_NAMES}}
+        for name in step.state_names:
+            dynamic[name] = dynamic[f"{name}_out"] = {step.state_batch_axis(name): BATCH}
 
     def write_graph(path: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
@@ -117,8 +113,8 @@ def export_onnx(
                 step,
                 (pcm, *state.values()),
                 str(path),
-                input_names=["pcm", *STATE_NAMES],
-                output_names=[*OUTPUT_NAMES, *(f"{n}_out" for n in STATE_NAMES)],
+                input_names=["pcm", *step.state_names],
+                output_names=[*OUTPUT_NAMES, *(f"{n}_out" for n in step.state_names)],
                 dynamic_axes=dynamic,
                 opset_version=opset,
                 do_constant_folding=True,
@@ -133,7 +129,7 @@ def export_onnx(
     spec = StreamModelSpec(
         labels=labels,
         sample_rate=config.sample_rate,
-        block_tokens=config.backward_block,
+        block_tokens=step.mode.block,
         chunk_samples=step.chunk_samples,
         activation=activation,
         state=state_specs(step),

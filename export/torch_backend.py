@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ssamba_stream.model.checkpoint import load_model
-from ssamba_stream.model.streaming import StreamStep, with_block
+from ssamba_stream.model.streaming import StreamStep
 from ssamba_stream.runtime.backends import OUTPUT_NAMES, register_backend
 from ssamba_stream.runtime.spec import ModelFileError, StreamModelSpec
 
@@ -27,7 +27,7 @@ class TorchBackend:
             raise ModelFileError(f"{graph_path}'s sidecar names no source checkpoint: the torch backend needs one")
         checkpoint = (Path(graph_path).parent / source).resolve()
         torch.set_num_threads(threads)
-        self.step = StreamStep(with_block(load_model(checkpoint), spec.block_tokens), activation=spec.activation)
+        self.step = StreamStep(load_model(checkpoint), block=spec.block_tokens, activation=spec.activation)
         self.input_names = ["pcm", *(s.name for s in spec.state)]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

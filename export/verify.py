@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ssamba_stream.model.checkpoint import load_model
-from ssamba_stream.model.streaming import offline_stream_logits, with_block
+from ssamba_stream.model.streaming import offline_stream_logits
 from ssamba_stream.runtime.session import StreamingSession
 
 
@@ -58,8 +58,8 @@ def max_logit_difference(
     """(max |streamed - offline| over all block logits, number of blocks compared)."""
     session = StreamingSession(model_path, backend=backend)
     streamed = stream_in_random_chunks(session, audio, seed)
-    model = with_block(load_model(checkpoint), session.spec.block_tokens).eval()
-    offline = offline_stream_logits(model, torch.from_numpy(audio)[None])[0].numpy()
+    model = load_model(checkpoint).eval()
+    offline = offline_stream_logits(model, torch.from_numpy(audio)[None], session.spec.block_tokens)[0].numpy()
     if streamed.shape != offline.shape:
         raise AssertionError(f"streamed {streamed.shape} and offline {offline.shape} block logits differ in shape")
     return float(np.abs(streamed - offline).max()), streamed.shape[0]

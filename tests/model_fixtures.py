@@ -12,7 +12,7 @@ def save_random_checkpoint(folder, labels: list[str], seed: int = 0, head_pool: 
     import torch
 
     from ssamba_stream.model.checkpoint import save_model
-    from ssamba_stream.model.ssamba import build_model
+    from ssamba_stream.model.registry import build_model
 
     torch.manual_seed(seed)
     model = build_model("ssamba-kws", num_classes=len(labels), labels=labels, head_window=25, head_pool=head_pool)

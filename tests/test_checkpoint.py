@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ssamba_stream.errors import CheckpointError
+from ssamba_stream.model.base import resize_pos_embed
 from ssamba_stream.model.checkpoint import (
     import_official,
     import_official_state,
@@ -14,7 +15,7 @@ from ssamba_stream.model.checkpoint import (
     save_model,
     write_directory_atomically,
 )
-from ssamba_stream.model.ssamba import build_model, resize_pos_embed
+from ssamba_stream.model.registry import build_model
 
 from official_ssamba_keys import official_state_dict
 

@@ -296,7 +296,7 @@ def test_spans_are_the_words_found_by_energy(dataset: Path, stream: stream_build
     outside = np.ones(audio.size, bool)
     for p in stream.placements:
         start, end = truth[Path(p.path).relative_to(dataset).as_posix()]
-        # synth.py knows where it put each word: the energy span agrees within 30 ms
+        # synth knows where it put each word: the energy span agrees within 30 ms
         assert abs(p.start - p.offset - start) <= 480 and abs(p.end - p.offset - end) <= 480
         outside[p.offset : p.offset + SAMPLE_RATE] = False
     noise_power = np.mean(audio[outside] ** 2)
@@ -346,7 +346,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch")
     from ssamba_export.onnx_export import export_onnx
     from ssamba_stream.model.checkpoint import save_model
-    from ssamba_stream.model.ssamba import build_model
+    from ssamba_stream.model.registry import build_model
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("model")

@@ -19,7 +19,7 @@ from ssamba_export.onnx_export import export_onnx
 from ssamba_export.verify import max_logit_difference, stream_in_random_chunks
 from ssamba_stream.errors import UserError
 from ssamba_stream.model.checkpoint import save_model
-from ssamba_stream.model.ssamba import build_model
+from ssamba_stream.model.registry import build_model
 from ssamba_stream.runtime.backends import OnnxRuntimeBackend, backend_names, register_backend
 from ssamba_stream.runtime.session import StreamingSession
 from ssamba_stream.runtime.spec import ModelFileError, file_sha256, write_detector_defaults

@@ -1,22 +1,10 @@
-"""benchmarks/flops.py: FLOPs counted from an ONNX graph's real shapes, checked against hand counts."""
-
-import importlib.util
-import sys
-from pathlib import Path
+"""ssamba_export.flops: FLOPs counted from an ONNX graph's real shapes, checked against hand counts."""
 
 import numpy as np
 import torch
 from torch import nn
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "flops.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("flops_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from ssamba_export import flops
 
 
 class Net(nn.Module):
@@ -31,7 +19,6 @@ class Net(nn.Module):
 
 
 def test_counts_match_hand_counts(tmp_path):
-    flops = _load()
     path = tmp_path / "net.onnx"
     torch.onnx.export(Net(), (torch.zeros(1, 1, 41),), str(path), input_names=["x"], dynamo=False)
     counted = flops.graph_flops(path, {"x": np.zeros((1, 1, 41), np.float32)})
@@ -44,5 +31,5 @@ def test_counts_match_hand_counts(tmp_path):
 
 
 def test_measured_peak_is_a_plausible_rate():
-    peak = _load().measured_peak_flops(1, size=256, seconds=0.2)
+    peak = flops.measured_peak_flops(1, size=256, seconds=0.2)
     assert 1e8 < peak < 1e13  # between a slow embedded core and far beyond any single CPU core

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ssamba_export.graph_scan import GRAPH_SCANS
+from ssamba_stream.model.graph_scan import GRAPH_SCANS
 from ssamba_stream.model.scan import selective_scan_ref
 
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ssamba_stream.model.mamba import Mamba
+from ssamba_stream.model.scan_mode import ScanMode
 
 DIRECTION_PARAMS = [("conv1d", "conv1d_b"), ("x_proj", "x_proj_b"), ("dt_proj", "dt_proj_b"), ("A_log", "A_b_log"), ("D", "D_b")]
 
@@ -83,39 +84,59 @@ def test_divide_out_halves_the_sum():
 
 @pytest.mark.parametrize("length", [3, 4])
 def test_single_block_equals_full_bidirectional(length):
-    full = _mixer()
-    block = _shared_copy(full, backward_block=4)
+    mixer = _mixer()
     x = torch.randn(2, length, 16)
-    assert torch.allclose(block(x), full(x), atol=1e-6)
+    assert torch.allclose(mixer(x, ScanMode(4)), mixer(x), atol=1e-6)
 
 
 @pytest.mark.parametrize("block,ahead", [(4, 0), (4, 2), (5, 3), (1, 0)])
 def test_backward_sees_only_its_block_and_lookahead(block, ahead):
-    mixer = _mixer(backward_block=block, lookahead=ahead)
+    mixer = _mixer()
+    mode = ScanMode(block, ahead)
     length = 4 * block + 3
     x = torch.randn(1, length, 16)
-    base = mixer(x)
+    base = mixer(x, mode)
     for k in range(length // block - 1):
         end = (k + 1) * block + ahead  # first token block k does not see
         if end < length:
             changed = x.clone()
             changed[:, end:] += 1.0
-            assert torch.equal(mixer(changed)[:, : (k + 1) * block], base[:, : (k + 1) * block])
+            assert torch.equal(mixer(changed, mode)[:, : (k + 1) * block], base[:, : (k + 1) * block])
         changed = x.clone()
         changed[:, end - 1] += 1.0  # the last token block k sees (its own or look-ahead)
-        assert not torch.allclose(mixer(changed)[:, k * block : (k + 1) * block], base[:, k * block : (k + 1) * block])
+        assert not torch.allclose(mixer(changed, mode)[:, k * block : (k + 1) * block], base[:, k * block : (k + 1) * block])
 
 
 @pytest.mark.parametrize("block,chunk", [(4, 4), (4, 12), (2, 6), (8, 8)])
 def test_forward_chunk_equals_offline(block, chunk):
-    mixer = _mixer(backward_block=block)
+    mixer = _mixer()
+    mode = ScanMode(block)
     x = torch.randn(3, 48, 16)
     state = mixer.init_state(3)
     outputs = []
     for piece in x.split(chunk, dim=1):
-        out, state = mixer.forward_chunk(piece, state)
+        out, state = mixer.forward_chunk(piece, state, mode)
         outputs.append(out)
-    assert torch.allclose(torch.cat(outputs, dim=1), mixer(x), atol=1e-5)
+    assert torch.allclose(torch.cat(outputs, dim=1), mixer(x, mode), atol=1e-5)
+
+
+def test_one_mixer_serves_several_block_sizes_at_once():
+    """The block size is the call's: calls at other sizes in between change nothing."""
+    mixer = _mixer()
+    x = torch.randn(2, 24, 16)
+    at_four = mixer(x, ScanMode(4))
+    assert not torch.allclose(mixer(x, ScanMode(8)), at_four, atol=1e-4)
+    assert torch.equal(mixer(x, ScanMode(4)), at_four)
+    assert torch.allclose(mixer(x, ScanMode(4, scan="ref")), at_four, atol=1e-5)
+    assert torch.allclose(mixer(x, ScanMode(4, scan="unrolled")), at_four, atol=1e-5)
+    assert not hasattr(mixer, "backward_block") and not hasattr(mixer, "scan_fn")
+
+
+def test_state_is_declared_by_the_mixer():
+    mixer = Mamba(16, d_state=8, d_conv=3, expand=3)
+    assert mixer.state_shapes() == {"conv_state": (48, 2), "ssm_state": (48, 8)}
+    state = mixer.init_state(5)
+    assert [tuple(t.shape) for t in state] == [(5, 48, 2), (5, 48, 8)]
 
 
 def test_unidirectional_token_steps_equal_offline():
@@ -124,7 +145,7 @@ def test_unidirectional_token_steps_equal_offline():
     state = mixer.init_state(2)
     steps = []
     for t in range(x.shape[1]):
-        out, state = mixer.forward_chunk(x[:, t : t + 1], state)
+        out, state = mixer.forward_chunk(x[:, t : t + 1], state, ScanMode())
         steps.append(out)
     assert torch.allclose(torch.cat(steps, dim=1), mixer(x), atol=1e-5)
     assert state.conv.shape == (2, 32, 3) and state.ssm.shape == (2, 32, 16)
@@ -133,21 +154,24 @@ def test_unidirectional_token_steps_equal_offline():
 
 
 def test_streaming_refuses_what_cannot_stream():
-    with pytest.raises(ValueError, match="backward_block"):
-        _mixer().forward_chunk(torch.randn(1, 4, 16), Mamba(16).init_state(1))
-    blocky = _mixer(backward_block=4)
-    with pytest.raises(ValueError, match="multiple of backward_block"):
-        blocky.forward_chunk(torch.randn(1, 6, 16), blocky.init_state(1))
-    ahead = _mixer(backward_block=4, lookahead=2)
+    mixer = _mixer()
+    with pytest.raises(ValueError, match="backward block"):
+        mixer.forward_chunk(torch.randn(1, 4, 16), mixer.init_state(1), ScanMode())
+    with pytest.raises(ValueError, match="multiple of the backward block"):
+        mixer.forward_chunk(torch.randn(1, 6, 16), mixer.init_state(1), ScanMode(4))
     with pytest.raises(ValueError, match="lookahead=0"):
-        ahead.forward_chunk(torch.randn(1, 4, 16), ahead.init_state(1))
-    with pytest.raises(ValueError, match="backward_block too"):
-        Mamba(16, lookahead=2)
+        mixer.forward_chunk(torch.randn(1, 4, 16), mixer.init_state(1), ScanMode(4, 2))
+    with pytest.raises(ValueError, match="backward block too"):
+        ScanMode(None, 2)
+    with pytest.raises(ValueError, match="positive number of tokens"):
+        ScanMode(0)
+    with pytest.raises(ValueError, match="unknown scan form"):
+        ScanMode(4, scan="fast")
 
 
 def test_gradients_flow_to_both_directions():
-    mixer = Mamba(16, backward_block=4).train()
-    mixer(torch.randn(2, 10, 16)).square().mean().backward()
+    mixer = Mamba(16).train()
+    mixer(torch.randn(2, 10, 16), ScanMode(4)).square().mean().backward()
     for name in ("A_log", "A_b_log", "conv1d.weight", "conv1d_b.weight", "dt_proj_b.bias"):
         grad = mixer.get_parameter(name).grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ssamba_stream.model.checkpoint import save_model
-from ssamba_stream.model.ssamba import build_model
+from ssamba_stream.model.registry import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,14 +5,9 @@ import json
 import pytest
 import torch
 
-from ssamba_stream.model.ssamba import (
-    CONFIGS,
-    SSAMBA,
-    SSAMBAConfig,
-    build_config,
-    build_model,
-    resize_pos_embed,
-)
+from ssamba_stream.model.base import resize_pos_embed
+from ssamba_stream.model.registry import CONFIGS, build_config, build_model
+from ssamba_stream.model.ssamba import SSAMBA, SSAMBAConfig
 
 # Backbone (layers + norm_f + patch_embed + cls_token; no pos_embed, no heads), counted from the
 # official module layout in tests/official_ssamba_keys.py; the paper rounds them to 6.8M/25.1M/96.3M.

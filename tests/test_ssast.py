@@ -5,14 +5,9 @@ import json
 import pytest
 import torch
 
-from ssamba_stream.model.ssamba import (
-    SpectrogramModel,
-    SSAMBAConfig,
-    build_config,
-    build_model,
-    config_from_dict,
-    resize_pos_embed,
-)
+from ssamba_stream.model.base import SpectrogramModel, resize_pos_embed
+from ssamba_stream.model.registry import build_config, build_model, config_from_dict
+from ssamba_stream.model.ssamba import SSAMBAConfig
 from ssamba_stream.model.ssast import SSAST, SSASTConfig
 
 SIZES = {"ssast-tiny": (192, 3), "ssast-small": (384, 6), "ssast-base": (768, 12)}

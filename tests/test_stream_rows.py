@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssamba_stream.model.ssamba import build_model
-from ssamba_stream.model.streaming import offline_stream_logits, with_block
+from ssamba_stream.model.registry import build_model
+from ssamba_stream.model.streaming import offline_stream_logits
 from ssamba_training.config import RecipeError, load_recipe
 from ssamba_training.data import Batch
 from ssamba_training.kws_stream import KwsStreamTask
 from ssamba_training.optim import build_optimizer
+from ssamba_training.splits import Splits
 from ssamba_training.stream_rows import IGNORE, LabelRoles, block_targets, build_rows
 from ssamba_training.train import __file__ as train_file
 
@@ -95,7 +96,7 @@ def continuous_task(*overrides: str) -> KwsStreamTask:
     recipe = load_recipe(RECIPES / "kws-bundled-continuous.yaml", ["model.depth=2", "model.embed_dim=32", *overrides])
     torch.manual_seed(0)
     model = build_model("ssamba-kws", depth=2, embed_dim=32, num_classes=4, labels=LABELS, backward_block=8)
-    return KwsStreamTask(recipe, model, torch.device("cpu"), noises=[], labels=LABELS)
+    return KwsStreamTask(recipe, model, torch.device("cpu"), Splits(train=[], validation=None, test=None, labels=LABELS))
 
 
 @pytest.mark.parametrize("block", [8, 4])
@@ -112,7 +113,7 @@ def test_continuous_objective_scores_the_head_the_stream_runs(block):
     # The same audio through the deployed computation gives the logits the loss was taken on.
     rows = build_rows(batch.waveforms, batch.labels, 8, (0.1, 1.0), ROLES, multiple_of=block * TOKEN,
                       generator=torch.Generator().manual_seed(0))  # fmt: skip
-    deployed = offline_stream_logits(with_block(task.model, block), rows.audio)
+    deployed = offline_stream_logits(task.model, rows.audio, block)
     targets = inputs["targets"].reshape(-1)
     scored = targets != IGNORE
     expected = torch.nn.functional.cross_entropy(deployed.reshape(-1, 4)[scored], targets[scored])

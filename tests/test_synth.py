@@ -1,4 +1,5 @@
-"""ssamba_training.synth: Speech Commands layout, voice-disjoint splits, determinism, noise, errors.
+"""ssamba_training.synth with espeak-ng: Speech Commands layout, voice-disjoint splits, determinism,
+noise, errors. (Other engines, reserved voices and rooms: test_synth_engines.py.)
 
 Real espeak-ng throughout; a small build (3 keywords, 2 unknown words, 8 speakers) keeps it fast.
 """
@@ -18,11 +19,14 @@ import pytest
 import soundfile as sf
 
 from ssamba_training import synth
-from ssamba_training.synth import SpeechParams, SynthConfig, build_dataset, colored_noise, main
+from ssamba_training.synth import SynthConfig, build_dataset, espeak, main
+from ssamba_training.synth.common import speaker_id
+from ssamba_training.synth.dataset import DEFAULT_KEYWORDS, DEFAULT_UNKNOWN_WORDS
+from ssamba_training.synth.espeak import SpeechParams
+from ssamba_training.synth.noise import colored_noise
 
 from audio_fixtures import ESPEAK, SKIP_REASON
 
-SCRIPT = Path(synth.__file__)
 needs_espeak = pytest.mark.skipif(ESPEAK is None, reason=SKIP_REASON)
 
 KEYWORDS = ("yes", "no", "stop")
@@ -105,11 +109,11 @@ def test_splits_are_voice_disjoint_and_cover_every_file(dataset: Path) -> None:
     manifest = json.loads((dataset / synth.MANIFEST).read_text())
     by_split = {name: {s["id"] for s in entries} for name, entries in manifest["speakers"].items()}
     assert by_split == {"train": speakers(train), "validation": speakers(val), "testing": speakers(test)}
-    assert all(s["id"] == synth.speaker_id(s["speaker"]) for e in manifest["speakers"].values() for s in e)
+    assert all(s["id"] == speaker_id(s["speaker"]) for e in manifest["speakers"].values() for s in e)
     assert manifest["counts"]["train"]["clips"] == len(train)
     assert manifest["counts"]["validation"]["per_word"] == {"cup": 2, "no": 4, "stop": 4, "yes": 4, "yet": 2}
     assert manifest["keywords"] == list(KEYWORDS) and manifest["unknown_words"] == list(UNKNOWN)
-    assert manifest["seed"] == 7 and manifest["espeak_ng_version"] == synth.espeak_version()
+    assert manifest["seed"] == 7 and manifest["espeak_ng_version"] == espeak.espeak_version()
 
 
 @needs_espeak
@@ -137,11 +141,11 @@ def test_same_seed_identical_whatever_jobs_other_seed_differs(dataset: Path, tmp
 @needs_espeak
 def test_synthesize_word_is_sped_up_to_fit() -> None:
     slow = SpeechParams(speed=80)
-    word = synth.synthesize_word("marvin", "en-us", slow)
+    word = espeak.synthesize_word("marvin", "en-us", slow)
     assert word.dtype == np.float32 and word.size > 8000
-    fitted = synth.synthesize_word("marvin", "en-us", slow, max_samples=8000)
+    fitted = espeak.synthesize_word("marvin", "en-us", slow, max_samples=8000)
     assert 4000 < fitted.size <= 8000
-    batch = synth.synthesize_words(["yes", "marvin", "stop"], "en-us+m3", slow, max_samples=8000)
+    batch = espeak.synthesize_words(["yes", "marvin", "stop"], "en-us+m3", slow, max_samples=8000)
     assert len(batch) == 3 and all(1600 < w.size <= 8000 for w in batch)
 
 
@@ -163,7 +167,8 @@ def test_colored_noise_spectral_slope(kind: str, slope: float) -> None:
 def test_missing_espeak_is_one_line_exit_2(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path / "empty")}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "ssamba_training.synth", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -199,8 +204,8 @@ def test_bad_arguments_are_one_line_exit_2(
 
 @needs_espeak
 def test_default_unknown_words_are_close_to_keywords_but_never_homophones() -> None:
-    synth.check_no_homophones(synth.DEFAULT_KEYWORDS, synth.DEFAULT_UNKNOWN_WORDS)
-    spelled = dict(zip(("no", "note", "go", "goat"), synth.phonemes(["no", "note", "go", "goat"]), strict=True))
+    espeak.check_no_homophones(DEFAULT_KEYWORDS, DEFAULT_UNKNOWN_WORDS)
+    spelled = dict(zip(("no", "note", "go", "goat"), espeak.phonemes(["no", "note", "go", "goat"]), strict=True))
     assert spelled["note"] == spelled["no"] + "t" and spelled["goat"] == spelled["go"] + "t"
 
 

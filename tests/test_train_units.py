@@ -12,7 +12,7 @@ import torch
 
 from ssamba_stream.errors import CheckpointError
 from ssamba_stream.model.checkpoint import load_model, save_model
-from ssamba_stream.model.ssamba import build_model
+from ssamba_stream.model.registry import build_model
 from ssamba_training import rng
 from ssamba_training.config import ScheduleSection, load_recipe
 from ssamba_training.model_init import build_recipe_model, initialise_from

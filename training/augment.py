@@ -244,3 +244,38 @@ def prepend_past_audio(
         past[rows] = shifted
     clip_start = torch.full((batch,), pad // token_samples, dtype=torch.long, device=waveforms.device)
     return torch.cat([past, waveforms], dim=1), clip_start
+
+
+def reverberate(
+    waveforms: Tensor,
+    rirs: Sequence[Tensor | np.ndarray],
+    probability: float = 0.5,
+    level_db_range: tuple[float, float] = (-10.0, 0.0),
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Play a share of the clips in a room: convolve with a random impulse response, same length.
+
+    Each chosen clip is convolved (FFT) with one of ``rirs`` from its direct-path peak on, so the
+    word keeps its place and labels stay true; the result has the dry clip's power times a far-field
+    level change uniform in ``level_db_range`` (dB), as a talker further away is also quieter.
+    Every draw is made for every row, so a seeded generator gives the same batch whatever is chosen.
+    """
+    batch, samples = waveforms.shape
+    if not rirs or batch == 0:
+        return waveforms.clone()
+    apply = (_rand((batch,), generator, waveforms) < probability).tolist()
+    which = _randint(0, len(rirs), (batch,), generator, waveforms).tolist()
+    low, high = level_db_range
+    level_db = (low + (high - low) * _rand((batch,), generator, waveforms)).tolist()
+    out = waveforms.clone()
+    for row in (i for i in range(batch) if apply[i]):
+        rir = torch.as_tensor(rirs[which[row]], dtype=torch.float32, device=waveforms.device)
+        rir = rir[int(rir.abs().argmax()) :]
+        size = 1 << (samples + rir.numel() - 2).bit_length()
+        wet = torch.fft.irfft(torch.fft.rfft(waveforms[row].float(), size) * torch.fft.rfft(rir, size), size)[:samples]
+        dry_power, wet_power = waveforms[row].double().square().mean(), wet.double().square().mean()
+        if wet_power > 0:
+            gain = torch.sqrt(dry_power / wet_power) * 10.0 ** (level_db[row] / 20.0)
+            out[row] = (wet * gain.to(wet.dtype)).to(waveforms.dtype)
+    return out

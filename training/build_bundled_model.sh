@@ -22,7 +22,7 @@ PY="${PYTHON:-.venv/bin/python}"
 BIN="$(dirname "$PY")"
 ASSET=ssamba_stream/assets/kws12/model.onnx
 
-"$PY" training/synth.py --out "$WORK/sc12" --seed 0 --jobs "$(nproc)"
+"$PY" -m ssamba_training.synth --out "$WORK/sc12" --seed 0 --val-engines none --test-engines none --jobs "$(nproc)"
 OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" "$PY" training/train.py \
   --recipe training/recipes/kws-bundled.yaml data.root="$WORK/sc12" --out "$WORK/run"
 OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" "$PY" training/train.py \

@@ -13,14 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssamba_stream.model.ssamba import SpectrogramModel
+from ssamba_stream.model.base import SpectrogramModel
 
-from .augment import add_noise_and_roll, mixup, spec_augment, ssast_mask_value
+from .augment import add_noise_and_roll, mixup, spec_augment
 from .config import Recipe
 from .data import Batch
 from .distributed import DistContext
 from .evaluation import Evaluation, classification_pass
 from .features import fit_frames
+from .splits import Splits
+from .task import Task
 
 
 def classification_loss(logits: Tensor, targets: Tensor, loss: str) -> Tensor:
@@ -45,19 +47,15 @@ class ClassifierObjective(nn.Module):
         return {"loss": classification_loss(logits, targets, self.loss), "count": count, "accuracy": correct}
 
 
-class ClassifyTask:
+class ClassifyTask(Task):
     """Fine-tuning a classifier on fixed-length clips (recipe ``task: classify``)."""
 
+    name = "classify"
     main_metric = "accuracy"
 
-    def __init__(self, recipe: Recipe, model: SpectrogramModel, device: torch.device) -> None:
-        self.recipe = recipe
-        self.model = model
-        self.device = device
-        self.frontend = model.make_frontend().to(device)
+    def __init__(self, recipe: Recipe, model: SpectrogramModel, device: torch.device, splits: Splits) -> None:
+        super().__init__(recipe, model, device, splits)
         self.objective = ClassifierObjective(model, recipe.loss)
-        cfg = model.config
-        self.mask_value = ssast_mask_value(cfg.norm_mean, cfg.norm_std)
 
     def features(self, waveforms: Tensor) -> Tensor:
         """Normalised log-mel features at the model's ``target_length`` frames."""

@@ -22,9 +22,8 @@ from typing import Any, Union
 import yaml
 
 from ssamba_stream.errors import UserError
-from ssamba_stream.model.ssamba import CONFIGS, architecture
+from ssamba_stream.model.registry import CONFIGS, architecture
 
-TASKS = ("classify", "kws-stream", "ssl")
 DATA_KINDS = ("speechcommands", "esc50", "manifest", "folder", "unlabelled")
 ESC50_FOLDS = (1, 2, 3, 4, 5)
 _BOOL = "tag:yaml.org,2002:bool"
@@ -116,6 +115,9 @@ class AugmentSection:
     background_snr_db: list[float] = field(default_factory=lambda: [0.0, 20.0])
     past_seconds: float = 0.0  # kws-stream: up to this much past audio before each clip
     past_noise_probability: float = 0.5  # share of past audio taken from the noises, not other clips
+    rir_probability: float = 0.0  # share of training clips played through a simulated room (0 = off)
+    rir_level_db: list[float] = field(default_factory=lambda: [-10.0, 0.0])  # far-field level change of those
+    rir_bank: str | None = None  # room_impulses.npz (python -m ssamba_training.synth --rirs N); None: data.root's
 
 
 @dataclass
@@ -258,8 +260,10 @@ def _build_model_section(raw: Any) -> ModelSection:
 
 
 def _check_choices(recipe: Recipe) -> None:
+    from .tasks import TASKS  # here, not at the top: every task module imports this one
+
     checks = [
-        ("task", recipe.task, TASKS),
+        ("task", recipe.task, tuple(TASKS)),
         ("loss", recipe.loss, ("ce", "bce")),
         ("device", recipe.device, ("auto", "cpu", "cuda")),
         ("amp", recipe.amp, ("none", "bf16", "fp16")),
@@ -283,8 +287,10 @@ def _check_choices(recipe: Recipe) -> None:
         raise RecipeError(f"recipe key 'data.label_fraction' must be in (0, 1], got {recipe.data.label_fraction}")
     if recipe.data.label_fraction < 1.0 and recipe.data.kind == "unlabelled":
         raise RecipeError("data.label_fraction needs labelled data: unlabelled audio has no labels to thin out")
-    if len(recipe.optim.betas) != 2 or len(recipe.augment.background_snr_db) != 2:
-        raise RecipeError("optim.betas and augment.background_snr_db take two numbers each")
+    if len(recipe.optim.betas) != 2 or len(recipe.augment.background_snr_db) != 2 or len(recipe.augment.rir_level_db) != 2:
+        raise RecipeError("optim.betas, augment.background_snr_db and augment.rir_level_db take two numbers each")
+    if not 0.0 <= recipe.augment.rir_probability <= 1.0:
+        raise RecipeError(f"augment.rir_probability must be between 0 and 1, got {recipe.augment.rir_probability}")
     for key, blocks in (("stream.train_blocks", recipe.stream.train_blocks), ("stream.eval_blocks", recipe.stream.eval_blocks)):
         if not blocks or any(b is not None and b < 1 for b in blocks):
             raise RecipeError(f"recipe key {key!r} must list block sizes >= 1 (or null for full backward)")

@@ -34,11 +34,14 @@ from torch.utils.data import Dataset
 from ssamba_stream.audio import AUDIO_EXTENSIONS, BadAudioError, load_audio
 from ssamba_stream.errors import UserError
 
+from .augment import reverberate
+
 SPLITS = ("train", "validation", "test")
 KWS12_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SILENCE_LABEL = "_silence_"
 UNKNOWN_LABEL = "_unknown_"
 BACKGROUND_NOISE_DIR = "_background_noise_"
+ROOM_STREAM = 11  # seeds RoomReverb's draws apart from the data sets' own
 # Share of the 12-class silence items that are exact digital zeros rather than quiet noise.
 SILENCE_ZERO_FRACTION = 0.1
 
@@ -186,6 +189,46 @@ class ClipDataset(Dataset):
         except BadAudioError as error:
             return Skipped(error.path, error.problem)
         return Example(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), label, path)
+
+
+class RoomReverb(Dataset):
+    """A training set whose clips are played through simulated rooms, each with ``probability``.
+
+    Wraps any data set of :class:`Example` items (after cropping), so every task meets reverberant
+    speech without changing its own augmentation; the draws are seeded by (seed, epoch, index).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        rirs: Sequence[np.ndarray],
+        probability: float,
+        level_db_range: tuple[float, float] = (-10.0, 0.0),
+        seed: int = 0,
+    ) -> None:
+        self.dataset = dataset
+        self.labels = dataset.labels
+        self.rirs = [torch.as_tensor(r, dtype=torch.float32) for r in rirs]
+        self.probability = float(probability)
+        self.level_db_range = (float(level_db_range[0]), float(level_db_range[1]))
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Example | Skipped:
+        item = self.dataset[index]
+        if isinstance(item, Skipped):
+            return item
+        state = np.random.SeedSequence([self.seed, self.epoch, index, ROOM_STREAM]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(state))
+        wet = reverberate(item.waveform[None], self.rirs, self.probability, self.level_db_range, generator=generator)
+        return item._replace(waveform=wet[0])
 
 
 def _read_list(path: Path) -> set[str]:

@@ -20,38 +20,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssamba_stream.model.ssamba import SpectrogramModel
-from ssamba_stream.model.streaming import block_samples, head_inputs, set_backward_block, stream_frames
+from ssamba_stream.model.base import SpectrogramModel
+from ssamba_stream.model.scan_mode import ScanMode
+from ssamba_stream.model.streaming import block_samples, head_inputs, stream_frames
 
-from .augment import mix_background, prepend_past_audio, spec_augment, ssast_mask_value, time_shift
+from .augment import mix_background, prepend_past_audio, spec_augment, time_shift
 from .config import Recipe, RecipeError
 from .data import SILENCE_LABEL, UNKNOWN_LABEL, Batch
 from .distributed import DistContext
 from .evaluation import Evaluation, classification_pass
+from .splits import Splits
 from .stream_rows import IGNORE, LabelRoles, block_targets, build_rows
+from .task import Task
 
 SAMPLE_RATE = 16000
 
 
 def block_suffix(block: int | None) -> str:
     return "_full" if block is None else f"_B{block}"
-
-
-def features_at_block(model: SpectrogramModel, fbank: Tensor, block: int | None, deploy_block: int | None) -> Tensor:
-    """Encoder features with the backward scan at ``block`` tokens (None: full backward).
-
-    The block size is read only while the graph is built: the deployment one is restored at once.
-    """
-    set_backward_block(model, block)
-    try:
-        return model.forward_features(fbank)
-    finally:
-        set_backward_block(model, deploy_block)
 
 
 class StreamObjective(nn.Module):
@@ -63,7 +53,7 @@ class StreamObjective(nn.Module):
         self.deploy_block = model.config.backward_block
 
     def forward(self, fbank: Tensor, clip_start: Tensor, labels: Tensor, block: int | None) -> dict[str, Tensor]:
-        hidden = features_at_block(self.model, fbank, block, self.deploy_block)
+        hidden = self.model.forward_features(fbank, mode=ScanMode(block))
         inside = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] >= clip_start[:, None]).to(hidden.dtype)
         pooled = (hidden * inside[..., None]).sum(dim=1) / inside.sum(dim=1, keepdim=True).clamp_min(1.0)
         logits = self.model.classify(pooled).float()
@@ -81,7 +71,7 @@ class ContinuousObjective(nn.Module):
         self.deploy_block = model.config.backward_block
 
     def forward(self, fbank: Tensor, targets: Tensor, block: int) -> dict[str, Tensor]:
-        hidden = features_at_block(self.model, fbank, block, self.deploy_block)
+        hidden = self.model.forward_features(fbank, mode=ScanMode(block))
         logits = self.model.classify(head_inputs(self.model, hidden, block)).float()
         logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
         scored = targets != IGNORE
@@ -91,27 +81,23 @@ class ContinuousObjective(nn.Module):
         return {"loss": loss, "count": count, "accuracy": correct}
 
 
-class KwsStreamTask:
+class KwsStreamTask(Task):
     """Streaming-KWS training with past audio, noise, shifts, SpecAugment and block-size draws."""
 
+    name = "kws-stream"
     main_metric = "accuracy"
 
-    def __init__(
-        self, recipe: Recipe, model: SpectrogramModel, device: torch.device, noises: list[np.ndarray], labels: list[str]
-    ) -> None:
+    def __init__(self, recipe: Recipe, model: SpectrogramModel, device: torch.device, splits: Splits) -> None:
         try:
             model.check_streamable()
-            self.roles = LabelRoles.from_labels(labels, UNKNOWN_LABEL, SILENCE_LABEL) if recipe.stream.row_clips else None
+            roles = LabelRoles.from_labels(splits.labels, UNKNOWN_LABEL, SILENCE_LABEL) if recipe.stream.row_clips else None
         except (AttributeError, ValueError) as exc:
             raise RecipeError(f"task kws-stream: {exc}") from None
-        self.recipe = recipe
-        self.model = model
-        self.device = device
-        self.frontend = model.make_frontend().to(device)
+        super().__init__(recipe, model, device, splits)
+        self.roles = roles
         self.objective = ContinuousObjective(model) if self.roles else StreamObjective(model)
-        self.noises = [torch.as_tensor(n, dtype=torch.float32) for n in noises]
+        self.noises = [torch.as_tensor(n, dtype=torch.float32) for n in splits.noises]
         self.deploy_block = self.objective.deploy_block
-        self.mask_value = ssast_mask_value(model.config.norm_mean, model.config.norm_std)
 
     def prepare(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
         if self.roles is not None:
@@ -146,21 +132,15 @@ class KwsStreamTask:
         return {"fbank": fbank, "targets": targets.to(self.device), "block": block}
 
     def _at_block(self, block: int | None) -> Callable[[Tensor], Tensor]:
-        def logits(fbank: Tensor) -> Tensor:
-            set_backward_block(self.model, block)
-            return self.model(fbank)
-
-        return logits
+        mode = ScanMode(block)
+        return lambda fbank: self.model(fbank, mode=mode)
 
     def evaluate(self, batches: Iterable[Batch], seed: int, context: DistContext) -> Evaluation:
         blocks = dict.fromkeys([*self.recipe.stream.eval_blocks, self.deploy_block])
         heads = {block_suffix(block): self._at_block(block) for block in blocks}
-        try:
-            result = classification_pass(
-                batches, lambda w: self.frontend(w.to(self.device)), heads, self.model.config.num_classes, context
-            )
-        finally:
-            set_backward_block(self.model, self.deploy_block)
+        result = classification_pass(
+            batches, lambda w: self.frontend(w.to(self.device)), heads, self.model.config.num_classes, context
+        )
         deploy = block_suffix(self.deploy_block)
         result.metrics.update(accuracy=result.metrics[f"accuracy{deploy}"], loss=result.metrics[f"loss{deploy}"])
         return result

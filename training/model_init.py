@@ -20,16 +20,12 @@ from torch import Tensor
 
 from ssamba_stream.errors import CheckpointError
 from ssamba_stream.formats import WEIGHTS_FILE, read_checkpoint_document
+from ssamba_stream.model.base import ModelConfig, SpectrogramModel, resize_pos_embed
 from ssamba_stream.model.checkpoint import infer_official_config, read_official_state
-from ssamba_stream.model.ssamba import (
-    ModelConfig,
-    SpectrogramModel,
-    build_model,
-    config_from_dict,
-    resize_pos_embed,
-)
+from ssamba_stream.model.registry import build_model, config_from_dict
 
 from .config import Recipe
+from .tasks import TASKS
 
 _ENCODER_PREFIXES = ("v.layers.", "v.blocks.", "v.norm_f.", "v.norm.")
 _HEAD_PREFIXES = ("mlp_head.", "head_attention.")
@@ -39,7 +35,7 @@ _SSL_PREFIXES = ("cpredlayer.", "gpredlayer.", "mask_embed")
 def build_recipe_model(recipe: Recipe, labels: list[str]) -> SpectrogramModel:
     """The named config with the recipe's overrides; a classifier for ``labels``, or SSL heads for ``ssl``."""
     overrides = dict(recipe.model.overrides)
-    if recipe.task == "ssl":
+    if TASKS[recipe.task].ssl_heads:
         overrides.update(ssl_heads=True, num_classes=0, labels=[])
     else:
         overrides.update(ssl_heads=False, num_classes=len(labels), labels=list(labels))

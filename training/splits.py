@@ -16,10 +16,12 @@ from .data import (
     ClipDataset,
     FolderDataset,
     ManifestDataset,
+    RoomReverb,
     SpeechCommands,
     UnlabelledAudio,
     background_noises,
 )
+from .synth.rooms import RIR_FILE, load_bank
 
 SAMPLE_RATE = 16000
 LABEL_FRACTION_STREAM = 7  # seeds the label-fraction draw apart from the data sets' own draws
@@ -107,7 +109,18 @@ def build_splits(recipe: Recipe, target_length: int) -> Splits:
         test = None
     if data.label_fraction < 1.0:
         train = LabelledFraction(train, data.label_fraction, seed)
+    aug = recipe.augment
+    if aug.rir_probability > 0:
+        train = RoomReverb(train, _rooms(aug.rir_bank, root), aug.rir_probability, tuple(aug.rir_level_db), seed)
     return Splits(train, val, test, list(train.labels), _noises(data.background, root, data.kind))
+
+
+def _rooms(bank: str | None, root: str | None) -> list[np.ndarray]:
+    path = Path(bank) if bank else Path(str(root)) / RIR_FILE
+    if not path.is_file():
+        raise RecipeError(f"augment.rir_probability needs room impulse responses: {path} is missing "
+                          "(build them with python -m ssamba_training.synth ... --rirs 200, or set augment.rir_bank)")  # fmt: skip
+    return load_bank(path)
 
 
 def _noises(background: str | None, root: str | None, kind: str) -> list[np.ndarray]:

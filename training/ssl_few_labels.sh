@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Does self-supervised pretraining on unlabelled synthesized speech and noise help when labels are
-# scarce? One command, on a training/synth.py data set:
+# scarce? One command, on an ssamba_training.synth data set:
 #   bash training/ssl_few_labels.sh DATA [WORKDIR]          (default WORKDIR: runs/ssl-few-labels)
 # 1. unlabelled audio: DATA's training split and background noises, labels dropped (links, no copies);
 #    validation and test voices are never seen, not even unlabelled;

@@ -25,15 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssamba_stream.model.ssamba import SpectrogramModel, token_grid
+from ssamba_stream.model.base import SpectrogramModel, token_grid
 
-from .augment import ssast_mask_value
 from .config import Recipe
 from .data import Batch
 from .distributed import DistContext, all_reduce_sum
 from .evaluation import Evaluation
 from .features import fit_frames
 from .rng import generator as make_generator
+from .splits import Splits
+from .task import Task
 
 CLUSTER_SIDES = (3, 4, 5)
 
@@ -107,24 +108,25 @@ class SSLObjective(nn.Module):
                 "masked_accuracy": accuracy * count, "nce": nce * count, "mse": mse * count}  # fmt: skip
 
 
-class SSLTask:
+class SSLTask(Task):
     """Self-supervised pretraining on unlabelled audio (recipe ``task: ssl``)."""
 
+    name = "ssl"
     main_metric = "masked_accuracy"
+    ssl_heads = True
 
-    def __init__(self, recipe: Recipe, model: SpectrogramModel, device: torch.device) -> None:
-        self.recipe = recipe
-        self.model = model
-        self.device = device
-        self.frontend = model.make_frontend().to(device)
-        cfg = model.config
-        self.cluster = cfg.tokens == "patch" if recipe.ssl.cluster is None else recipe.ssl.cluster
+    def __init__(self, recipe: Recipe, model: SpectrogramModel, device: torch.device, splits: Splits) -> None:
+        super().__init__(recipe, model, device, splits)
+        self.cluster = model.config.tokens == "patch" if recipe.ssl.cluster is None else recipe.ssl.cluster
         self.objective = SSLObjective(model, recipe.ssl.mse_weight)
-        self.pad_value = ssast_mask_value(cfg.norm_mean, cfg.norm_std)
+
+    def eval_items(self, batch_size: int) -> int | None:
+        """A fixed number of batches: masked prediction over a whole split adds little but time."""
+        return self.recipe.ssl.eval_batches * batch_size
 
     def features(self, waveforms: Tensor) -> Tensor:
         fbank = self.frontend(waveforms.to(self.device))
-        return fit_frames(fbank, self.model.config.target_length, self.pad_value) if self.model.config.pos_embed else fbank
+        return fit_frames(fbank, self.model.config.target_length, self.mask_value) if self.model.config.pos_embed else fbank
 
     def prepare(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
         fbank = self.features(batch.waveforms)

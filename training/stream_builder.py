@@ -33,14 +33,16 @@ import soundfile as sf
 from ssamba_stream.audio import load_audio
 from ssamba_stream.errors import UserError
 from ssamba_training.data import KWS12_KEYWORDS, UNKNOWN_LABEL, SpeechCommands, background_noises
-from ssamba_training.synth import SynthError, _Parser, _word_list
+from ssamba_training.synth.cli import Parser, name_list, word_list
+from ssamba_training.synth.common import SynthError
+from ssamba_training.synth.dataset import CLIPS_CSV
 
 SAMPLE_RATE = 16000
 SPLITS = {"testing": "test", "validation": "validation", "train": "train"}  # CLI name -> SpeechCommands split
 GAP_SECONDS = (0.5, 3.0)  # silence between consecutive clips
 FRAME = SAMPLE_RATE // 100  # 10 ms energy frames for word spans
 # A frame is part of the word when it is this far above the clip's noise floor (10th percentile
-# frame) and within this range of its loudest frame; checked against synth.py's exact word bounds.
+# frame) and within this range of its loudest frame; checked against synth's exact word bounds.
 SPAN_ABOVE_FLOOR_DB = 6.0
 SPAN_BELOW_PEAK_DB = 50.0
 MIN_DYNAMIC_DB = 12.0  # quieter clips hold no audible word
@@ -60,6 +62,7 @@ class StreamConfig:
     keywords: tuple[str, ...] = KWS12_KEYWORDS
     keyword_share: float = 0.3  # fraction of the words that are keywords, the rest unknown words
     seed: int = 0
+    engines: tuple[str, ...] = ()  # only clips of these engines or speakers (``rhvoice``, ``rhvoice:bdl``); () = all
 
 
 @dataclass(frozen=True)
@@ -130,9 +133,11 @@ def _check(config: StreamConfig) -> None:
 def _source_files(config: StreamConfig) -> dict[str, list[str]]:
     """Keyword (and ``_unknown_``) -> its files in the chosen split; unknown words are the other folders."""
     split = SpeechCommands(config.data, split=SPLITS[config.split], task="35")
+    keep = _engine_files(config) if config.engines else None
     by_word: dict[str, list[str]] = {}
     for path, index in split.items:
-        by_word.setdefault(split.labels[index], []).append(path)
+        if keep is None or f"{Path(path).parent.name}/{Path(path).name}" in keep:
+            by_word.setdefault(split.labels[index], []).append(path)
     missing = [word for word in config.keywords if word not in by_word]
     if missing:
         raise UserError(
@@ -145,6 +150,24 @@ def _source_files(config: StreamConfig) -> dict[str, list[str]]:
             f"the {config.split} split of {config.data} has no unknown words: pass --keyword-share 1"
         )
     return {**{word: by_word[word] for word in config.keywords}, UNKNOWN_LABEL: unknown}
+
+
+def _engine_files(config: StreamConfig) -> set[str]:
+    """Files (relative to the data set) spoken by the chosen engines or speakers, from synth_clips.csv."""
+    table = Path(config.data) / CLIPS_CSV
+    if not table.is_file():
+        raise UserError(f"--engines needs a data set built by ssamba_training.synth: {table} is missing")
+    with open(table, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    if rows and "engine" not in rows[0]:
+        raise UserError(f"{table} records no engines (built before engines existed): rebuild the data set")
+    chosen = set(config.engines)
+    files = {row["file"] for row in rows if row["engine"] in chosen or f"{row['engine']}:{row['speaker']}" in chosen
+             or row["speaker"] in chosen}  # fmt: skip
+    if not files:
+        found = sorted({row["engine"] for row in rows})
+        raise UserError(f"no clip of {config.data} is spoken by {', '.join(config.engines)} (engines there: {', '.join(found)})")
+    return files
 
 
 def _plan(config: StreamConfig, pools: dict[str, list[str]], samples: int) -> tuple[list[Placement], float]:
@@ -268,7 +291,7 @@ def build_stream(config: StreamConfig) -> BuiltStream:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="stream_builder.py", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="stream_builder.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="data set in the Speech Commands v2 layout")
     p.add_argument("--out", type=Path, required=True, help="stream WAV to write (labels go next to it, .csv)")
     p.add_argument(
@@ -278,9 +301,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--snr-db", type=float, default=10.0, help="median word power over noise power (inf: none)"
     )
-    p.add_argument("--keywords", type=_word_list, default=KWS12_KEYWORDS, help="comma-separated")
+    p.add_argument("--keywords", type=word_list, default=KWS12_KEYWORDS, help="comma-separated")
     p.add_argument("--keyword-share", type=float, default=0.3, help="fraction of the words that are keywords")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engines", type=name_list, default=(),
+                   help="only clips of these engines or speakers, e.g. rhvoice or rhvoice:bdl (default: all)")  # fmt: skip
     return p
 
 

@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ssamba_stream.errors import UserError
+from ssamba_stream.model.registry import CONFIGS
 from ssamba_training.config import ESC50_FOLDS, Recipe, load_recipe
 from ssamba_training.distributed import DistContext, init_distributed, shutdown
 from ssamba_training.state import recipe_changes, resolve_resume
+from ssamba_training.tasks import TASKS
 from ssamba_training.trainer import DivergedError, Trainer
 
 
@@ -34,7 +36,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="train.py", description=__doc__.split("\n\n")[0])
+    p = _Parser(
+        prog="train.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"tasks (recipe key 'task'): {', '.join(TASKS)}; models (model.name): {', '.join(CONFIGS)}",
+    )
     p.add_argument("--recipe", required=True, type=Path, help="recipe YAML (training/recipes/*.yaml)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<recipe name>)")
     p.add_argument("--resume", default=None, help="a checkpoint directory, or 'auto' = the newest in --out")

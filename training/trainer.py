@@ -21,9 +21,8 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from ssamba_stream.model.ssamba import CONFIGS
+from ssamba_stream.model.registry import CONFIGS
 
-from .classify import ClassifyTask
 from .config import Recipe
 from .data import Batch, Skipped, SkipReport, collate_skipping_bad
 from .distributed import (
@@ -36,7 +35,6 @@ from .distributed import (
     wrap_model,
 )
 from .evaluation import Evaluation
-from .kws_stream import KwsStreamTask
 from .metrics import MetricsLog
 from .model_init import build_recipe_model, describe_model, initialise_from
 from .optim import LRSchedule, build_optimizer
@@ -46,7 +44,6 @@ from .rng import capture, derive_seed, restore, seed_everything
 from .rng import generator as make_generator
 from .sampling import EpochShuffleSampler, ShardSampler
 from .splits import build_splits
-from .ssl_task import SSLTask
 from .state import (
     Progress,
     list_checkpoints,
@@ -55,6 +52,7 @@ from .state import (
     save_checkpoint,
     save_model_dir,
 )
+from .tasks import build_task
 
 EVAL_SEED = 7  # evaluation masks (SSL) are the same at every evaluation
 
@@ -107,7 +105,7 @@ class Trainer:
             say(self.main, initialise_from(self.model, recipe.model.init_from).summary())
         self.model.to(context.device)
         say(self.main, describe_model(self.model))
-        self.task = self._build_task()
+        self.task = build_task(recipe, self.model, context.device, self.splits)
         self.optimizer = build_optimizer(self.model, recipe.optim)
         self.sampler = EpochShuffleSampler(len(self.splits.train), recipe.seed, context.rank, context.world_size)
         self.batches_per_epoch = math.ceil(self.sampler.per_rank / recipe.data.batch_size)
@@ -129,14 +127,6 @@ class Trainer:
         self.metrics = MetricsLog(self.out, self.main, self.progress.step if checkpoint is not None else None)
 
     # ------------------------------------------------------------------ setup
-    def _build_task(self) -> ClassifyTask | KwsStreamTask | SSLTask:
-        recipe, device = self.recipe, self.ctx.device
-        if recipe.task == "ssl":
-            return SSLTask(recipe, self.model, device)
-        if recipe.task == "kws-stream":
-            return KwsStreamTask(recipe, self.model, device, self.splits.noises, self.splits.labels)
-        return ClassifyTask(recipe, self.model, device)
-
     def _amp_dtype(self) -> torch.dtype | None:
         if self.recipe.amp == "none":
             return None
@@ -278,7 +268,7 @@ class Trainer:
         if dataset is None:
             return None
         size = self.recipe.data.eval_batch_size or self.recipe.data.batch_size
-        limit = self.recipe.ssl.eval_batches * size if self.recipe.task == "ssl" else None
+        limit = self.task.eval_items(size)
         loader = self._loader(dataset, size, ShardSampler(len(dataset), self.ctx.rank, self.ctx.world_size, limit))
         self.model.eval()
         result = self.task.evaluate(loader, derive_seed(self.recipe.seed, EVAL_SEED, self.ctx.rank), self.ctx)

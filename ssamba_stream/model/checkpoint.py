@@ -28,15 +28,9 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 from ..formats import CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_document
-from .ssamba import (
-    SSAMBA,
-    ModelConfig,
-    SpectrogramModel,
-    SSAMBAConfig,
-    build_model,
-    config_from_dict,
-    resize_pos_embed,
-)
+from .base import ModelConfig, SpectrogramModel, resize_pos_embed
+from .registry import build_model, config_from_dict
+from .ssamba import SSAMBA, SSAMBAConfig
 
 
 # ---------------------------------------------------------------------------------- atomic writes

@@ -4,16 +4,18 @@ Parameter names follow mamba-ssm and Vim (``in_proj``, ``conv1d``, ``x_proj``, `
 ``D``, ``out_proj``; the backward direction adds ``conv1d_b``, ``x_proj_b``, ``dt_proj_b``, ``A_b_log``,
 ``D_b``) so that state dicts move between them unchanged.
 
-The backward direction of a bidirectional layer needs the future. With ``backward_block=None`` it runs
-over the whole sequence (SSAMBA as published, offline only). With ``backward_block=B`` it runs inside
-blocks of B tokens (plus ``lookahead`` R tokens of the next block), from zero state: the forward
-direction then carries its state across blocks, and ``forward_chunk`` computes exactly what
-``forward`` computes, one chunk of whole blocks at a time (design §5).
+The backward direction of a bidirectional layer needs the future. How far it looks is the call's
+``ScanMode``: with ``block=None`` it runs over the whole sequence (SSAMBA as published, offline only);
+with ``block=B`` it runs inside blocks of B tokens (plus ``lookahead`` R tokens of the next block),
+from zero state: the forward direction then carries its state across blocks, and ``forward_chunk``
+computes exactly what ``forward`` computes, one chunk of whole blocks at a time (design §5). The
+mixer declares the state it carries (``state_shapes``), so a step graph needs no knowledge of it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .block_scan import block_scan, softplus
-from .scan import selective_scan
+from .scan_mode import OFFLINE, ScanMode
 
 
 class MixerState(NamedTuple):
@@ -33,6 +35,10 @@ class MixerState(NamedTuple):
 
     conv: Tensor
     ssm: Tensor
+
+
+# The step graph's names of MixerState's fields, in order.
+MIXER_STATE_NAMES = ("conv_state", "ssm_state")
 
 
 def _inverse_softplus(x: Tensor) -> Tensor:
@@ -60,17 +66,8 @@ class Mamba(nn.Module):
         bias: bool = False,
         bidirectional: bool = True,
         divide_out: bool = True,
-        backward_block: int | None = None,
-        lookahead: int = 0,
-        scan_impl: str = "auto",
     ) -> None:
         super().__init__()
-        if backward_block is not None and backward_block < 1:
-            raise ValueError(f"backward_block must be None or >= 1, got {backward_block}")
-        if lookahead < 0:
-            raise ValueError(f"lookahead must be >= 0, got {lookahead}")
-        if lookahead and backward_block is None:
-            raise ValueError("lookahead only applies to a block-local backward: set backward_block too")
         self.d_model = d_model
         self.d_state = d_state
         self.d_conv = d_conv
@@ -78,11 +75,6 @@ class Mamba(nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
         self.bidirectional = bidirectional
         self.divide_out = divide_out
-        self.backward_block = backward_block
-        self.lookahead = lookahead
-        self.scan_impl = scan_impl
-        # Any function with selective_scan's contract; the export swaps in graph-friendly forms.
-        self.scan_fn = selective_scan
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
@@ -121,6 +113,7 @@ class Mamba(nn.Module):
         suffix: str,
         x: Tensor,
         z: Tensor,
+        mode: ScanMode,
         conv_state: Tensor | None = None,
         ssm_state: Tensor | None = None,
         valid: Tensor | None = None,
@@ -147,7 +140,7 @@ class Mamba(nn.Module):
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ dt_proj.weight.t()).transpose(1, 2)  # (batch, d_inner, L); bias goes to the scan
         A = -torch.exp(A_log.float())
-        result = self.scan_fn(
+        result = mode.scan_fn(
             u,
             delta,
             A,
@@ -159,7 +152,6 @@ class Mamba(nn.Module):
             delta_softplus=True,
             initial_state=ssm_state,
             return_last_state=return_state,
-            impl=self.scan_impl,
         )
         if not return_state:
             return result, None
@@ -167,9 +159,9 @@ class Mamba(nn.Module):
         new_conv = x_padded[..., -(self.d_conv - 1) :]
         return y, MixerState(new_conv, last)
 
-    def _backward_blocks(self, x: Tensor, z: Tensor) -> Tensor:
+    def _backward_blocks(self, x: Tensor, z: Tensor, mode: ScanMode) -> Tensor:
         """Backward direction restricted to blocks of B tokens (+ R look-ahead), each from zero state."""
-        block, ahead = self.backward_block, self.lookahead
+        block, ahead = mode.block, mode.lookahead
         batch, d_inner, length = x.shape
         n_blocks = (length + block - 1) // block  # not -(-a // b): ONNX integer Div truncates
         window = block + ahead
@@ -189,7 +181,7 @@ class Mamba(nn.Module):
         valid = None
         if pad:  # positions past the end exist only as padding: keep them out of the scan
             valid = (positions < length).flip(-1).repeat(batch, 1)[:, None, :]  # (batch*n_blocks, 1, window)
-        y, _ = self._scan("_b", to_windows(x), to_windows(z), valid=valid)
+        y, _ = self._scan("_b", to_windows(x), to_windows(z), mode, valid=valid)
         # -1, not the batch size, in reshapes: a traced batch size costs shape arithmetic in the graph
         y = y.flip(-1)[..., :block].reshape(-1, n_blocks, d_inner, block)
         return y.permute(0, 2, 1, 3).reshape(-1, d_inner, n_blocks * block)[..., :length]
@@ -209,59 +201,60 @@ class Mamba(nn.Module):
         xz = self.in_proj(hidden).transpose(1, 2)  # (batch, 2*d_inner, L)
         return torch.split(xz, [self.d_inner, self.d_inner], dim=1)  # constant sizes: one graph node
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        """Offline forward over a whole sequence: (batch, L, d_model) -> (batch, L, d_model)."""
+    def forward(self, hidden: Tensor, mode: ScanMode = OFFLINE) -> Tensor:
+        """Forward over a whole sequence: (batch, L, d_model) -> (batch, L, d_model)."""
         x, z = self._split(hidden)
-        y_fwd, _ = self._scan("", x, z)
+        y_fwd, _ = self._scan("", x, z, mode)
         y_bwd = None
         if self.bidirectional:
-            if self.backward_block is None:
-                y_bwd, _ = self._scan("_b", x.flip(-1), z.flip(-1))
+            if mode.block is None:
+                y_bwd, _ = self._scan("_b", x.flip(-1), z.flip(-1), mode)
                 y_bwd = y_bwd.flip(-1)
             else:
-                y_bwd = self._backward_blocks(x, z)
+                y_bwd = self._backward_blocks(x, z, mode)
         return self._combine(y_fwd, y_bwd)
 
-    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> MixerState:
-        """Zero state, as at the start of a stream."""
-        return MixerState(
-            torch.zeros(batch, self.d_inner, self.d_conv - 1, device=device, dtype=dtype),
-            torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=torch.float32),
-        )
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The state a stream carries, per batch row, by step-graph name (``MixerState``'s field order)."""
+        return dict(zip(MIXER_STATE_NAMES, ((self.d_inner, self.d_conv - 1), (self.d_inner, self.d_state)), strict=True))
 
-    def check_streamable(self, num_tokens: int) -> None:
+    def init_state(self, batch: int, device: torch.device | None = None) -> MixerState:
+        """Zero state, as at the start of a stream."""
+        return MixerState(*(torch.zeros(batch, *shape, device=device) for shape in self.state_shapes().values()))
+
+    def check_streamable(self, num_tokens: int, mode: ScanMode) -> None:
         """Raise ValueError unless a chunk of ``num_tokens`` tokens can be processed with carried state."""
         if not self.bidirectional:
             return
-        if self.backward_block is None:
+        if mode.block is None:
             raise ValueError(
                 "a fully bidirectional layer cannot stream (its backward scan needs the whole input): "
-                "build the model with backward_block=B"
+                "give a backward block (ScanMode(block=B))"
             )
-        if self.lookahead:
+        if mode.lookahead:
+            raise ValueError("streaming with look-ahead is not supported by forward_chunk: use lookahead=0")
+        if num_tokens % mode.block:
             raise ValueError(
-                "streaming with look-ahead is not supported by forward_chunk: build with lookahead=0"
-            )
-        if num_tokens % self.backward_block:
-            raise ValueError(
-                f"a chunk of {num_tokens} tokens is not a whole number of blocks of {self.backward_block}: "
-                "feed chunks of a multiple of backward_block tokens"
+                f"a chunk of {num_tokens} tokens is not a whole number of blocks of {mode.block}: "
+                "feed chunks of a multiple of the backward block"
             )
 
-    def forward_chunk(self, hidden: Tensor, state: MixerState) -> tuple[Tensor, MixerState]:
+    def forward_chunk(self, hidden: Tensor, state: Sequence[Tensor], mode: ScanMode) -> tuple[Tensor, MixerState]:
         """Process the next chunk of a stream (whole blocks), carrying the forward direction's state.
 
-        Feeding a sequence chunk by chunk from ``init_state`` gives the same output as ``forward``.
+        ``state`` holds the tensors of ``state_shapes`` in order. Feeding a sequence chunk by chunk
+        from ``init_state`` gives the same output as ``forward`` with the same mode.
         """
-        self.check_streamable(hidden.shape[1])
-        if self.bidirectional and hidden.shape[1] == self.backward_block:
-            return self._one_block_both_directions(hidden, state)
+        self.check_streamable(hidden.shape[1], mode)
+        state = MixerState(*state)
+        if self.bidirectional and hidden.shape[1] == mode.block:
+            return self._one_block_both_directions(hidden, state, mode.block)
         x, z = self._split(hidden)
-        y_fwd, new_state = self._scan("", x, z, state.conv, state.ssm, return_state=True)
-        y_bwd = self._backward_blocks(x, z) if self.bidirectional else None
+        y_fwd, new_state = self._scan("", x, z, mode, state.conv, state.ssm, return_state=True)
+        y_bwd = self._backward_blocks(x, z, mode) if self.bidirectional else None
         return self._combine(y_fwd, y_bwd), new_state
 
-    def _one_block_both_directions(self, hidden: Tensor, state: MixerState) -> tuple[Tensor, MixerState]:
+    def _one_block_both_directions(self, hidden: Tensor, state: MixerState, length: int) -> tuple[Tensor, MixerState]:
         """Both directions over exactly one block: forward from the carried state, backward from zero.
 
         The step graph's hot path. The directions are stacked as two groups (the backward one
@@ -271,8 +264,8 @@ class Mamba(nn.Module):
         graph has no large transposes and few nodes.
         Same result as ``_scan`` + ``_backward_blocks``.
         """
-        # Sizes from attributes (not tensor shapes) keep an exported graph free of shape arithmetic.
-        d, length, width = self.d_inner, self.backward_block, self.d_conv
+        # Sizes from attributes and arguments (not tensor shapes) keep an exported graph free of shape arithmetic.
+        d, width = self.d_inner, self.d_conv
         x, z = self.in_proj(hidden).split([d, d], dim=-1)  # (batch, L, d) each
         both_x = torch.cat([x, x.flip(1)], dim=-1)  # (batch, L, 2d): backward half time-flipped
         history = F.pad(state.conv.to(x.dtype).transpose(1, 2), (0, d))  # backward conv starts from zeros

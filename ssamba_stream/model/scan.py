@@ -12,6 +12,7 @@ keeps the compute dtype so that a streaming caller carries it without rounding.
 
 - ``selective_scan_ref``: the sequential recurrence, the ground truth and the benchmark baseline.
 - ``selective_scan_chunked``: chunked-parallel form with a hand-written backward, for CPU training.
+- ``native_scan.selective_scan_native``: a C++ kernel compiled on first use, the default on CPU.
 - mamba-ssm's CUDA kernel, used by ``selective_scan`` when it is installed and the tensors are on CUDA.
 """
 
@@ -26,6 +27,7 @@ from torch.autograd.function import once_differentiable
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "SCAN_IMPLS",
     "cuda_scan_available",
     "selective_scan",
     "selective_scan_chunked",
@@ -33,6 +35,7 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_SIZE = 16
+SCAN_IMPLS = ("auto", "ref", "chunked", "native", "cuda")
 # Largest |log-decay| kept between a position and its chunk's reference point: exp() of it and of
 # its negative stay far from fp32 overflow/underflow (e^40 ~ 2e17), so the in-chunk factorisation
 # exp(c_t - c_s) = exp(c_t - m) * exp(m - c_s) is exact in floating point.
@@ -554,12 +557,13 @@ def selective_scan(
 ) -> ScanResult:
     """Selective scan through the best available implementation.
 
-    impl: "auto" (mamba-ssm's kernel for CUDA tensors without an initial state, else chunked),
-    "ref", "chunked" or "cuda" (RuntimeError when the kernel cannot take the call).
-    Returns ``out`` or ``(out, last_state)`` when ``return_last_state``.
+    impl: "auto" (mamba-ssm's kernel for CUDA tensors without an initial state, the native kernel
+    for CPU tensors where it builds, else chunked), "ref", "chunked", "native" (CPU; chunked after
+    one warning where the kernel cannot be built) or "cuda" (RuntimeError when the kernel cannot
+    take the call). Returns ``out`` or ``(out, last_state)`` when ``return_last_state``.
     """
-    if impl not in ("auto", "ref", "chunked", "cuda"):
-        raise ValueError(f"impl must be 'auto', 'ref', 'chunked' or 'cuda', got {impl!r}")
+    if impl not in SCAN_IMPLS:
+        raise ValueError(f"impl must be one of {SCAN_IMPLS}, got {impl!r}")
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if impl == "ref":
         return selective_scan_ref(*args, initial_state, return_last_state)
@@ -569,4 +573,9 @@ def selective_scan(
         if reason is not None:
             raise RuntimeError(reason)
         return _selective_scan_cuda(*args, return_last_state)
+    if impl == "native" or (impl == "auto" and u.device.type == "cpu"):
+        from .native_scan import native_scan_available, selective_scan_native  # compiles on first use
+
+        if impl == "native" or native_scan_available():
+            return selective_scan_native(*args, initial_state, return_last_state)
     return selective_scan_chunked(*args, initial_state, return_last_state, chunk_size)

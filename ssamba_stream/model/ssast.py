@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ssamba import DropPath, ModelConfig, SpectrogramModel, TokenEmbedding
+from .base import DropPath, ModelConfig, SpectrogramModel, TokenEmbedding
+from .scan_mode import ScanMode
 
 ATTENTION_KINDS = ("explicit", "sdpa")
 
@@ -128,7 +129,7 @@ class SSAST(SpectrogramModel):
     def _build_encoder(self, config: SSASTConfig) -> ViT:
         return ViT(config)
 
-    def _run_layers(self, hidden: Tensor) -> Tensor:
+    def _run_layers(self, hidden: Tensor, mode: ScanMode | None = None) -> Tensor:
         for block in self.v.blocks:
             hidden = block(hidden)
         return self.v.norm(hidden)

@@ -7,7 +7,8 @@ learned attention weights) and classifies them. ``StreamStep`` computes one bloc
 state, in ops that export to ONNX and TensorRT; ``offline_stream_logits`` computes every block at
 once from the whole recording. They are equal: that equality is the project's central test.
 
-State of one step (all explicit, batch-first except the per-layer stacks):
+State of one step (all explicit, batch-first except the per-layer stacks, whose names and shapes
+each layer's mixer declares: ``Mamba.state_shapes``):
 
 ==============  ==================================  ==============================================
 name            shape                               meaning
@@ -22,38 +23,15 @@ head_count      (batch, 1)                          tokens in the window so far,
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .frontend import fbank_step, frame_geometry
-from .mamba import MixerState
+from .scan_mode import ScanMode
 from .ssamba import SSAMBA
 
-STATE_NAMES = ("leftover", "conv_state", "ssm_state", "head_window", "head_count")
 ACTIVATIONS = ("softmax", "sigmoid")
-
-
-def with_block(model: SSAMBA, block: int | None) -> SSAMBA:
-    """The same weights with another backward block size (a dynamic-chunk model serves several)."""
-    if block is None or block == model.config.backward_block:
-        return model
-    if block < 1:
-        raise ValueError(f"block must be a positive number of tokens, got {block}")
-    rebuilt = SSAMBA(dataclasses.replace(model.config, backward_block=block))
-    rebuilt.load_state_dict(model.state_dict())
-    return rebuilt.train(model.training)
-
-
-def set_backward_block(model: SSAMBA, block: int | None) -> None:
-    """Change the backward block size in place (dynamic-chunk training draws one per batch)."""
-    if block is not None and block < 1:
-        raise ValueError(f"block must be a positive number of tokens or None, got {block}")
-    model.config = dataclasses.replace(model.config, backward_block=block)
-    for layer in model.v.layers:
-        layer.mixer.backward_block = block
 
 
 def priming_samples(model: SSAMBA) -> int:
@@ -72,47 +50,59 @@ def _activate(logits: Tensor, activation: str) -> Tensor:
 
 
 class StreamStep(nn.Module):
-    """One block of a stream: (pcm, *state) -> (posteriors, logits, features, *new_state)."""
+    """One block of a stream: (pcm, *state) -> (posteriors, logits, features, *new_state).
 
-    def __init__(self, model: SSAMBA, activation: str = "softmax") -> None:
+    ``block`` (tokens per step; default the model's configured block) and ``scan`` (the scan form
+    of any layer outside the one-block fast path, see ``ScanMode``) are the step's own: the model
+    is left as it is. State tensors, in ``state_names`` order: ``leftover``, then one stack over
+    layers per name the layers declare, then ``head_window`` and ``head_count``.
+    """
+
+    def __init__(
+        self, model: SSAMBA, block: int | None = None, scan: str = "auto", activation: str = "softmax"
+    ) -> None:
         super().__init__()
         model.check_streamable()
-        if model.config.backward_block is None:
+        block = block or model.config.backward_block
+        if block is None:
             raise ValueError("the model has a full backward scan and cannot stream: train it with backward_block=B")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.model = model.eval()
+        self.mode = ScanMode(block, 0, scan)
         self.frontend = model.make_frontend()
         self.activation = activation
         self.window = model.config.head_window
-        self.chunk_samples = block_samples(model)
+        self.chunk_samples = block_samples(model, block)
+        self.layer_state_names = tuple(model.stream_state_shapes())
+        self.state_names = ("leftover", *self.layer_state_names, "head_window", "head_count")
+
+    def state_batch_axis(self, name: str) -> int:
+        """Axis of a state tensor that indexes streams: 1 for the per-layer stacks, 0 otherwise."""
+        return 1 if name in self.layer_state_names else 0
 
     def initial_state(self, batch: int) -> dict[str, Tensor]:
-        """Zero state at the start of a stream, keyed by ``STATE_NAMES``."""
-        cfg = self.model.config
-        mixer_states = self.model.init_stream_state(batch)
+        """Zero state at the start of a stream, keyed by ``state_names``."""
+        layer_states = self.model.init_stream_state(batch)
         return {
             "leftover": torch.zeros(batch, self.frontend.window_length - self.frontend.hop_length),
-            "conv_state": torch.stack([s.conv for s in mixer_states]),
-            "ssm_state": torch.stack([s.ssm for s in mixer_states]),
-            "head_window": torch.zeros(batch, self.window, cfg.embed_dim),
+            **{name: torch.stack(part) for name, part in zip(self.layer_state_names, zip(*layer_states, strict=True), strict=True)},
+            "head_window": torch.zeros(batch, self.window, self.model.config.embed_dim),
             "head_count": torch.zeros(batch, 1),
         }
 
-    def forward(
-        self, pcm: Tensor, leftover: Tensor, conv_state: Tensor, ssm_state: Tensor, head_window: Tensor,
-        head_count: Tensor,
-    ) -> tuple[Tensor, ...]:
+    def forward(self, pcm: Tensor, leftover: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        *layer_stacks, head_window, head_count = state
         frames, leftover = fbank_step(self.frontend, pcm, leftover)
-        states = [MixerState(c, s) for c, s in zip(conv_state.unbind(0), ssm_state.unbind(0), strict=True)]
-        features, states = self.model.forward_chunk(frames, states)
+        layer_states = list(zip(*(stack.unbind(0) for stack in layer_stacks), strict=True))
+        features, layer_states = self.model.forward_chunk(frames, layer_states, self.mode)
         head_window = torch.cat([head_window, features], dim=1)[:, -self.window :]
         head_count = torch.clamp(head_count + features.shape[1], max=float(self.window))
         real = torch.arange(self.window, device=pcm.device)[None, :] >= self.window - head_count
         logits = self.model.classify(self.model.pool_window(head_window, real))
+        new_stacks = [torch.stack(part) for part in zip(*layer_states, strict=True)]
         return (
-            _activate(logits, self.activation), logits, features, leftover,
-            torch.stack([s.conv for s in states]), torch.stack([s.ssm for s in states]), head_window, head_count,
+            _activate(logits, self.activation), logits, features, leftover, *new_stacks, head_window, head_count,
         )
 
 
@@ -158,12 +148,13 @@ def _mean_windows(features: Tensor, block: int, window: int) -> Tensor:
 
 
 @torch.no_grad()
-def offline_stream_logits(model: SSAMBA, audio: Tensor) -> Tensor:
-    """Logits of every completed block of ``audio`` (batch, samples), computed offline at once.
+def offline_stream_logits(model: SSAMBA, audio: Tensor, block: int | None = None) -> Tensor:
+    """Logits of every completed block of ``audio`` (batch, samples), computed offline at once,
+    with a backward block of ``block`` tokens (default the model's).
 
     Returns (batch, blocks, classes): block k covers samples [k * chunk, (k + 1) * chunk).
     """
     model.check_streamable()
-    cfg = model.config
-    features = model.forward_features(stream_frames(model, audio))  # (batch, tokens, D)
-    return model.classify(head_inputs(model, features, cfg.backward_block))
+    block = block or model.config.backward_block
+    features = model.forward_features(stream_frames(model, audio, block=block), mode=ScanMode(block))
+    return model.classify(head_inputs(model, features, block))

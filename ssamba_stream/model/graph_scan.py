@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ssamba_stream.model.scan import discretisation_inputs, finish_output
+from .scan import discretisation_inputs, finish_output
 
 SEGSUM_CHUNK = 16  # steps per pairwise-decay kernel; a step graph's block (8) fits in one
 CUMSUM_CHUNK = 8  # steps per log-space chunk: with the floor below, |exponents| <= 8 * 16 / 2 = 64

@@ -1,0 +1,232 @@
+"""Native CPU selective scan: the C++ kernel in csrc/selective_scan.cpp, compiled on first use.
+
+Same contract as ``scan.selective_scan_ref``. The kernel runs one (batch, channel) row at a time,
+sequentially in time with the state in a local array, rows spread over torch's intra-op threads;
+its backward replays each row's forward, so memory stays O(output + batch * d * n) in both passes.
+
+Shipping: the .cpp is package data; ``torch.utils.cpp_extension.load`` compiles it with g++ and
+ninja on first use into ``~/.cache/ssamba_stream/torch-<version>-<machine>/`` (or under
+$XDG_CACHE_HOME), later processes load the cached library. Without a compiler or ninja, or when the
+build fails, or with SSAMBA_NATIVE_SCAN=0, ``selective_scan_native`` warns once and runs the
+chunked torch scan instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import platform
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .scan import ScanResult, _check_inputs, _compute_dtype, selective_scan_chunked
+
+__all__ = ["ENV_VAR", "native_scan_available", "selective_scan_native"]
+
+ENV_VAR = "SSAMBA_NATIVE_SCAN"
+_SOURCE = Path(__file__).resolve().parent / "csrc" / "selective_scan.cpp"
+_NAME = "ssamba_selective_scan"
+_fallback_warned = False
+
+
+def _build_dir() -> Path:
+    """Per torch version and machine: the library links against one libtorch and one ISA."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "ssamba_stream" / f"torch-{torch.__version__}-{platform.machine()}"
+
+
+def _put_pip_ninja_on_path() -> None:
+    """The ninja wheel's binary lies beside the venv's python, which a venv run without activation
+    does not put on PATH; cpp_extension looks for ``ninja`` on PATH only."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
+
+
+@functools.cache
+def _extension() -> ModuleType | str:
+    """The compiled kernel module, or why it cannot be had (built or loaded once per process)."""
+    try:
+        from torch.utils import cpp_extension
+
+        if not cpp_extension.is_ninja_available():
+            _put_pip_ninja_on_path()
+        if not cpp_extension.is_ninja_available():
+            return "ninja is not installed (pip install ninja)"
+        build_dir = _build_dir()
+        build_dir.mkdir(parents=True, exist_ok=True)
+        library = build_dir / f"{_NAME}.so"
+        if not library.exists() or library.stat().st_mtime < _SOURCE.stat().st_mtime:
+            print(f"ssamba-stream: compiling the native CPU selective scan into {build_dir} (once, ~1 min)",
+                  file=sys.stderr, flush=True)
+        openmp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
+        return cpp_extension.load(
+            name=_NAME,
+            sources=[str(_SOURCE)],
+            extra_cflags=["-O3", "-fno-trapping-math", *openmp],
+            extra_ldflags=openmp,
+            build_directory=str(build_dir),
+            verbose=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - a missing compiler or a failed build means "no kernel"
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+
+
+def _unavailable_reason() -> str | None:
+    if os.environ.get(ENV_VAR, "1") == "0":
+        return f"disabled by {ENV_VAR}=0"
+    ext = _extension()
+    return ext if isinstance(ext, str) else None
+
+
+def native_scan_available() -> bool:
+    """Whether the native kernel can run here; compiles it on the first call. Warns once if not."""
+    reason = _unavailable_reason()
+    if reason is not None:
+        _warn_fallback(reason)
+    return reason is None
+
+
+def _warn_fallback(reason: str) -> None:
+    global _fallback_warned
+    if not _fallback_warned:
+        _fallback_warned = True
+        warnings.warn(
+            f"native CPU selective scan unavailable ({reason}); using the slower chunked torch scan. "
+            f"Install g++ and ninja to enable it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _parts(batch: int, dim: int, per_part_max: int) -> int:
+    """How many row slices per batch element the backward splits d into.
+
+    Slices of time-varying B/C gradients cost L * n each, so as few as keep every thread busy: the
+    slice size is a divisor of ``per_part_max`` (so that a slice lies inside one group), the one
+    with the shortest critical path ceil(tasks / threads) * size, the largest among equals.
+    """
+    threads = torch.get_num_threads()
+    best, best_cost = dim // per_part_max, math.inf
+    for size in range(per_part_max, 0, -1):
+        if per_part_max % size:
+            continue
+        cost = math.ceil(batch * (dim // size) / threads) * size
+        if cost < best_cost:
+            best, best_cost = dim // size, cost
+    return best
+
+
+class _NativeScan(torch.autograd.Function):
+    """The kernel's forward and backward; inputs already in the kernel's layout and dtype."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        u: Tensor,
+        delta: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Tensor | None,
+        z: Tensor | None,
+        delta_bias: Tensor | None,
+        h0: Tensor | None,
+        softplus: bool,
+    ) -> tuple[Tensor, Tensor]:
+        ext = _extension()
+        out, last = ext.forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, h0)
+        ctx.softplus = softplus
+        return out, last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dout: Tensor, dlast: Tensor):  # type: ignore[override]
+        u, delta, A, B, C, D, z, delta_bias, h0 = ctx.saved_tensors
+        batch, dim, length = u.shape
+        per_part = math.gcd(*(dim // M.shape[1] for M in (B, C) if M.dim() == 4), dim)
+        parts = _parts(batch, dim, per_part)
+        grads = _extension().backward(
+            u, delta, A, B, C, D, z, delta_bias, h0, ctx.softplus, dout.contiguous(), dlast.contiguous(), parts
+        )
+        du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = grads
+
+        def bc_grad(g: Tensor, M: Tensor) -> Tensor:
+            if M.dim() == 2:
+                return g.sum(0)
+            return g.view(batch, M.shape[1], -1, length, M.shape[-1]).sum(2)
+
+        return (
+            du,
+            ddelta,
+            dA.sum(0),
+            bc_grad(dB, B),
+            bc_grad(dC, C),
+            None if D is None else dD.sum(0),
+            None if z is None else dz,
+            None if delta_bias is None else dbias.sum(0),
+            dh0 if h0 is not None else None,
+            None,
+        )
+
+
+def _time_major(M: Tensor, dtype: torch.dtype) -> Tensor:
+    """B or C for the kernel: fixed (d, n) as is, else (batch, groups, L, n)."""
+    if M.dim() == 3:
+        M = M.unsqueeze(1)
+    if M.dim() == 4:
+        M = M.transpose(-1, -2)
+    return M.to(dtype).contiguous()
+
+
+def selective_scan_native(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    return_last_state: bool = False,
+) -> ScanResult:
+    """Selective scan through the native CPU kernel (the chunked torch scan, after one warning,
+    where the kernel cannot be built). CPU tensors only."""
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    if u.device.type != "cpu":
+        raise RuntimeError(f"the native selective scan runs on CPU tensors, got {u.device}; use impl='auto'")
+    if not native_scan_available():
+        args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+        return selective_scan_chunked(*args, return_last_state)
+    dtype_in, dtype = u.dtype, _compute_dtype(u)
+
+    def prep(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.to(dtype).contiguous()
+
+    out, last = _NativeScan.apply(
+        prep(u),
+        prep(delta),
+        prep(A),
+        _time_major(B, dtype),
+        _time_major(C, dtype),
+        prep(D),
+        prep(z),
+        prep(delta_bias),
+        prep(initial_state),
+        delta_softplus,
+    )
+    out = out.to(dtype_in)
+    return (out, last) if return_last_state else out

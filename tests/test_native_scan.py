@@ -1,0 +1,124 @@
+"""Native CPU selective scan: equal to the sequential reference in value and gradient, and its fall-back."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ssamba_stream.model import native_scan
+from ssamba_stream.model.scan import selective_scan, selective_scan_ref
+
+pytestmark = pytest.mark.skipif(
+    not native_scan.native_scan_available(), reason="no C++ compiler or ninja: the native scan cannot be built"
+)
+
+
+def _inputs(batch, dim, n, length, bc, with_state, with_z, with_d, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=dtype) * scale).requires_grad_()
+
+    shapes = {"fixed": (dim, n), "variable": (batch, n, length), "grouped": (batch, 2, n, length)}
+    return {
+        "u": r(batch, dim, length),
+        "delta": r(batch, dim, length, scale=0.5),
+        "A": (-torch.rand(dim, n, generator=g, dtype=dtype) * 2).requires_grad_(),
+        "B": r(*shapes[bc]),
+        "C": r(*shapes[bc]),
+        "D": r(dim) if with_d else None,
+        "z": r(batch, dim, length) if with_z else None,
+        "delta_bias": r(dim),
+        "initial_state": r(batch, dim, n) if with_state else None,
+    }
+
+
+def _run(fn, args):
+    out, last = fn(**args, delta_softplus=True, return_last_state=True)
+    leaves = [t for t in args.values() if t is not None]
+    grads = torch.autograd.grad((out * torch.cos(out)).sum() + last.square().sum(), leaves)
+    return out, last, grads
+
+
+def _relative(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.mark.parametrize(
+    "batch,dim,n,length,bc,with_state,with_z,with_d",
+    [
+        (1, 4, 3, 1, "variable", False, True, True),  # L = 1
+        (2, 8, 4, 17, "variable", True, True, True),  # odd L, batch > 1, initial state
+        (3, 8, 16, 33, "fixed", True, False, False),
+        (2, 8, 4, 9, "grouped", False, True, True),
+        (2, 6, 4, 64, "variable", False, False, True),
+    ],
+)
+def test_native_equals_reference_in_value_and_gradient(batch, dim, n, length, bc, with_state, with_z, with_d):
+    args = _inputs(batch, dim, n, length, bc, with_state, with_z, with_d)
+    ref_out, ref_last, ref_grads = _run(selective_scan_ref, args)
+    out, last, grads = _run(native_scan.selective_scan_native, args)
+    assert _relative(out, ref_out) <= 1e-5 and _relative(last, ref_last) <= 1e-5
+    for name, got, want in zip([k for k, v in args.items() if v is not None], grads, ref_grads, strict=True):
+        assert _relative(got, want) <= 1e-4, name
+
+
+def test_native_survives_huge_steps():
+    args = _inputs(2, 4, 4, 12, "variable", True, False, True)
+    with torch.no_grad():
+        args["delta"].mul_(0).add_(1e4)  # exp(dt * A) underflows to 0: a state reset every step
+    out, _, grads = _run(native_scan.selective_scan_native, args)
+    ref_out, _, ref_grads = _run(selective_scan_ref, args)
+    assert torch.isfinite(out).all() and _relative(out, ref_out) <= 1e-5
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_gradcheck_in_float64():
+    args = _inputs(1, 3, 2, 5, "variable", True, True, True, dtype=torch.float64)
+    names = list(args)
+
+    def fn(*values):
+        kwargs = dict(zip(names, values, strict=True))
+        return native_scan.selective_scan_native(**kwargs, delta_softplus=True, return_last_state=True)
+
+    assert torch.autograd.gradcheck(fn, tuple(args.values()))
+
+
+def test_auto_picks_native_on_cpu():
+    args = {k: (None if v is None else v.detach()) for k, v in _inputs(2, 8, 4, 17, "variable", True, True, True).items()}
+    auto = selective_scan(**args, delta_softplus=True, impl="auto")
+    native = selective_scan(**args, delta_softplus=True, impl="native")
+    assert torch.equal(auto, native)
+
+
+def test_forced_fallback_warns_once_and_gives_the_chunked_result():
+    """SSAMBA_NATIVE_SCAN=0 in a fresh interpreter: the chunked scan's result, one warning for two calls."""
+    code = """
+import warnings, torch
+from ssamba_stream.model.native_scan import selective_scan_native
+from ssamba_stream.model.scan import selective_scan_chunked
+torch.manual_seed(0)
+u, dt = torch.randn(2, 4, 9), torch.randn(2, 4, 9)
+A, B, C = -torch.rand(4, 3), torch.randn(2, 3, 9), torch.randn(2, 3, 9)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    first = selective_scan_native(u, dt, A, B, C, delta_softplus=True)
+    second = selective_scan_native(u, dt, A, B, C, delta_softplus=True)
+assert torch.equal(first, selective_scan_chunked(u, dt, A, B, C, delta_softplus=True))
+assert torch.equal(first, second)
+messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+assert len(messages) == 1 and "SSAMBA_NATIVE_SCAN=0" in messages[0], messages
+print("ok")
+"""
+    env = {**__import__("os").environ, native_scan.ENV_VAR: "0"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_native_rejects_cuda_style_misuse():
+    args = {k: (None if v is None else v.detach()) for k, v in _inputs(1, 4, 2, 3, "variable", False, False, False).items()}
+    args["A"] = args["A"][:3]
+    with pytest.raises(ValueError, match="A must be"):
+        native_scan.selective_scan_native(**args)
+
