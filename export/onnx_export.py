@@ -125,7 +125,7 @@ def export_onnx(
     config = step.model.config
     labels = tuple(config.labels) or tuple(f"class_{i}" for i in range(config.num_classes))
     source_sha = file_sha256(checkpoint / "model.safetensors")
-    detector = previous_detector(output, source_sha, config.backward_block, labels) or untuned_detector(labels).to_sidecar()
+    detector = previous_detector(output, source_sha, step.mode.block, labels) or untuned_detector(labels).to_sidecar()
     spec = StreamModelSpec(
         labels=labels,
         sample_rate=config.sample_rate,
