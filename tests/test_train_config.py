@@ -116,7 +116,7 @@ def test_yes_no_on_off_are_words_not_booleans(tmp_path):
 def test_resuming_with_a_changed_recipe_is_refused_or_said(capsys, tmp_path):
     """A changed batch size or learning rate would silently alter a resumed run (and recipe.yaml)."""
     from ssamba_stream.model.checkpoint import save_model
-    from ssamba_stream.model.ssamba import build_model
+    from ssamba_stream.model.registry import build_model
 
     data = tmp_path / "sc"
     data.mkdir()
