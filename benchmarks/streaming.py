@@ -38,6 +38,7 @@ from ssamba_export.verify import test_signal
 from ssamba_stream.model.checkpoint import save_model
 from ssamba_stream.model.registry import build_model
 from ssamba_stream.model.ssamba import SSAMBA
+from ssamba_stream.runtime.backends import backend_names
 from ssamba_stream.runtime.session import StreamingSession
 
 MODELS = {
@@ -79,7 +80,7 @@ class OfflineWindow(nn.Module):
         return torch.softmax(self.model(self.frontend(pcm), mode=self.mode), dim=-1)
 
 
-BACKENDS = ("onnxruntime", "torch", "onnxruntime-cuda", "tensorrt")
+BACKENDS = backend_names()
 
 
 def gpu_missing(backend: str) -> str | None:

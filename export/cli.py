@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ssamba_stream.cli_common import BackendOption, add_version_option
 from ssamba_stream.errors import UserError, run_cli
 
 app = typer.Typer(
@@ -14,7 +15,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich panels print '<bool>' after every flag
 )
+add_version_option(app)
 
 
 @app.command()
@@ -42,7 +45,7 @@ def onnx(
     ] = "kws",
 ) -> None:
     """Export CHECKPOINT as an ONNX step graph: PCM chunk + state in, posteriors + state out."""
-    from .onnx_export import export_onnx
+    from .onnx_export import export_onnx, untuned_detector
 
     if output.suffix != ".onnx":
         raise UserError(f"output {output} must end in .onnx: the sidecar is written beside it as .json")
@@ -60,6 +63,12 @@ def onnx(
         f"wrote {output} and {output.with_suffix('.json')}: {len(spec.labels)} labels, block of "
         f"{spec.block_tokens} tokens = {spec.chunk_samples} samples ({spec.block_seconds * 1000:.0f} ms)"
     )
+    if spec.detector == untuned_detector(spec.labels).to_sidecar():
+        typer.echo(f"detector defaults untuned (threshold 0.5): tune them with 'ssamba-export tune {output} "
+                   "--stream HELD_OUT.wav'")  # fmt: skip
+    else:
+        typer.echo("detector defaults kept from the sidecar this export replaces (same weights, block and labels): "
+                   f"threshold {spec.detector.get('threshold')}, smoothing {spec.detector.get('smoothing_blocks')}")  # fmt: skip
 
 
 @app.command()
@@ -107,9 +116,7 @@ def tune(
 def verify(
     model: Annotated[Path, typer.Argument(help="exported step graph (.onnx or .plan)")],
     checkpoint: Annotated[Path, typer.Option(help="the checkpoint it was exported from")],
-    backend: Annotated[
-        str, typer.Option(help="onnxruntime, onnxruntime-cuda, tensorrt or torch")
-    ] = "onnxruntime",
+    backend: BackendOption = "onnxruntime",
     seconds: Annotated[float, typer.Option(help="length of the test signal")] = 30.0,
     audio: Annotated[Path | None, typer.Option(help="a recording to use instead of the test signal")] = None,
     tolerance: Annotated[float, typer.Option(help="largest allowed logit difference")] = 1e-4,

@@ -54,6 +54,22 @@ def state_specs(step: StreamStep) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
+def untuned_detector(labels: tuple[str, ...]) -> DetectorConfig:
+    """The detector defaults of a fresh export: threshold 0.5, the usual non-keyword labels ignored."""
+    return DetectorConfig(ignore=tuple(label for label in labels if label in DetectorConfig().ignore))
+
+
+def previous_detector(output: Path, source_sha256: str, block: int, labels: tuple[str, ...]) -> dict | None:
+    """The tuned detector section of the sidecar being replaced, when it describes the same weights,
+    block size and labels (a re-export must not reset ``ssamba-export tune``'s thresholds to 0.5)."""
+    try:
+        previous = json.loads(sidecar_path(output).read_text())
+    except (OSError, ValueError):
+        return None
+    same = (previous.get("source", {}).get("sha256"), previous.get("block_tokens"), previous.get("labels"))
+    return previous.get("detector") if same == (source_sha256, block, list(labels)) else None
+
+
 def export_onnx(
     checkpoint: str | Path,
     output: str | Path,
@@ -73,6 +89,8 @@ def export_onnx(
     """
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+    if block is not None and block < 1:
+        raise UserError(f"block must be a positive number of tokens (20 ms each), got {block}: e.g. --block 8")
     if batch is not None and batch < 1:
         raise UserError(f"batch must be a positive number of streams (or None for any), got {batch}")
     if opset < 17:
@@ -106,7 +124,8 @@ def export_onnx(
     atomic_write(output, write_graph)
     config = step.model.config
     labels = tuple(config.labels) or tuple(f"class_{i}" for i in range(config.num_classes))
-    detector = DetectorConfig(ignore=tuple(label for label in labels if label in DetectorConfig().ignore))
+    source_sha = file_sha256(checkpoint / "model.safetensors")
+    detector = previous_detector(output, source_sha, step.mode.block, labels) or untuned_detector(labels).to_sidecar()
     spec = StreamModelSpec(
         labels=labels,
         sample_rate=config.sample_rate,
@@ -114,7 +133,7 @@ def export_onnx(
         chunk_samples=step.chunk_samples,
         activation=activation,
         state=state_specs(step),
-        detector=detector.to_sidecar(),
+        detector=detector,
         task=task,
         fingerprint=file_sha256(output),
         extra={
@@ -123,7 +142,7 @@ def export_onnx(
             "normalisation": {"mean": config.norm_mean, "std": config.norm_std},
             "source": {
                 "checkpoint": os.path.relpath(checkpoint.resolve(), output.parent.resolve()),
-                "sha256": file_sha256(checkpoint / "model.safetensors"),
+                "sha256": source_sha,
             },
             "batch": batch,
             "export": {

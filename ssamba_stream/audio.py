@@ -7,11 +7,15 @@ WAV cut mid-download, which libsndfile would silently shorten), empty, or holdin
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import struct
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -39,29 +43,72 @@ class BadAudioError(UserError):
         return type(self), (self.path, self.problem)
 
 
-def _riff_truncation(path: Path) -> str | None:
-    """Describe a WAV whose data chunk is shorter than its header says, else None.
+@dataclass(frozen=True)
+class _DataChunk:
+    """Where a WAV's data chunk size is written, what it declares, and how many bytes follow it."""
 
-    libsndfile silently shortens such files to what is present, so a WAV cut mid-download
-    would otherwise decode as a valid shorter clip.
-    """
-    with open(path, "rb") as file:
-        head = file.read(12)
-        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
-            return None
-        endian = "<" if head[:4] == b"RIFF" else ">"
-        size = os.fstat(file.fileno()).st_size
-        position = 12
-        while position + 8 <= size:
-            file.seek(position)
-            chunk_id, chunk_size = struct.unpack(endian + "4sI", file.read(8))
-            if chunk_id == b"data":
-                available = size - position - 8
-                if chunk_size in _UNKNOWN_RIFF_SIZES or chunk_size <= available:
-                    return None
-                return f"truncated: the header declares {chunk_size} bytes of audio but only {available} are present"
-            position += 8 + chunk_size + (chunk_size & 1)
+    endian: str
+    size_at: int
+    declared: int
+    available: int
+
+
+def _wav_data_chunk(handle: BinaryIO) -> _DataChunk | None:
+    """The data chunk of a RIFF/RIFX WAV (None for any other format or no data chunk)."""
+    handle.seek(0)
+    head = handle.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    endian = "<" if head[:4] == b"RIFF" else ">"
+    size = handle.seek(0, os.SEEK_END)
+    position = 12
+    while position + 8 <= size:
+        handle.seek(position)
+        chunk_id, chunk_size = struct.unpack(endian + "4sI", handle.read(8))
+        if chunk_id == b"data":
+            return _DataChunk(endian, position + 4, chunk_size, size - position - 8)
+        position += 8 + chunk_size + (chunk_size & 1)
     return None
+
+
+class _SizePatched:
+    """A WAV read with its data chunk's size field replaced: the file object libsndfile reads
+    when a streaming writer left the size at 0 (libsndfile would then decode no samples)."""
+
+    def __init__(self, handle: BinaryIO, chunk: _DataChunk) -> None:
+        self._handle = handle
+        self._at, self._patch = chunk.size_at, struct.pack(chunk.endian + "I", chunk.available)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def read(self, count: int = -1) -> bytes:
+        start = self._handle.tell()
+        data = self._handle.read(count)
+        low, high = max(self._at, start), min(self._at + 4, start + len(data))
+        if low >= high:
+            return data
+        return data[: low - start] + self._patch[low - self._at : high - self._at] + data[high - start :]
+
+
+def _open_bytes(path: Path) -> BinaryIO:
+    """The file's bytes, seekable: ``-`` is standard input, and pipes or devices (``/dev/stdin``,
+    process substitution) are read whole, since decoders seek."""
+    if str(path) == "-":
+        if sys.stdin is None:
+            raise BadAudioError(path, "standard input is closed: pipe or redirect audio into it")
+        return io.BytesIO(sys.stdin.buffer.read())
+    if path.is_dir():
+        raise BadAudioError(path, "a directory, not an audio file")
+    if not path.exists():
+        raise BadAudioError(path, "file not found")
+    if path.is_file():
+        return open(path, "rb")
+    with open(path, "rb") as stream:
+        return io.BytesIO(stream.read())
 
 
 def _reason(error: Exception) -> str:
@@ -70,21 +117,52 @@ def _reason(error: Exception) -> str:
     return reason.strip().rstrip(".")
 
 
+class _AudioFile(sf.SoundFile):
+    """A SoundFile that also closes the byte source it was checked through."""
+
+    def __init__(self, source: str | BinaryIO | _SizePatched, handle: BinaryIO) -> None:
+        self._handle = handle
+        super().__init__(source)
+
+    def close(self) -> None:
+        super().close()
+        self._handle.close()
+
+
 def open_audio(path: str | os.PathLike) -> sf.SoundFile:
     """Open a file for decoding after the checks every reader needs: present, decodable, not
-    truncated (WAV), not empty. The caller closes it (``with open_audio(p) as f``)."""
+    truncated (WAV), not empty. ``-`` reads standard input. The caller closes it
+    (``with open_audio(p) as f``)."""
     path = Path(path)
-    if not path.is_file():
-        raise BadAudioError(path, "a directory, not an audio file" if path.is_dir() else "file not found")
+    handle = _open_bytes(path)
     try:
-        file = sf.SoundFile(str(path))
+        file = _AudioFile(_checked_source(path, handle), handle)
     except (sf.SoundFileError, OSError) as error:
+        handle.close()
         raise BadAudioError(path, f"not a readable audio file ({_reason(error)})") from None
-    problem = _riff_truncation(path) or ("contains no samples" if file.frames == 0 else None)
-    if problem is not None:
+    except BadAudioError:
+        handle.close()
+        raise
+    if file.frames == 0:
         file.close()
-        raise BadAudioError(path, problem)
+        raise BadAudioError(path, "contains no samples")
     return file
+
+
+def _checked_source(path: Path, handle: BinaryIO) -> str | BinaryIO | _SizePatched:
+    """What libsndfile should read: the path itself, the bytes read from a pipe, or a WAV whose
+    placeholder data size (a streaming writer's 0) is replaced by the bytes present."""
+    if handle.read(1) == b"":
+        raise BadAudioError(path, "empty (0 bytes), not a recording")
+    chunk = _wav_data_chunk(handle)
+    handle.seek(0)
+    if chunk is not None and chunk.declared not in _UNKNOWN_RIFF_SIZES and chunk.declared > chunk.available:
+        raise BadAudioError(
+            path, f"truncated: the header declares {chunk.declared} bytes of audio but only {chunk.available} are present"
+        )
+    if chunk is not None and chunk.declared == 0 and chunk.available > 0:
+        return _SizePatched(handle, chunk)
+    return str(path) if isinstance(handle, io.BufferedReader) else handle
 
 
 def _read(file: sf.SoundFile, path: Path, frames: int) -> np.ndarray:
@@ -114,6 +192,12 @@ def iter_audio_blocks(path: str | os.PathLike, seconds: float = 1.0) -> Iterator
             data = _read(file, path, min(block, remaining))
             remaining -= data.shape[0]
             yield data, file.samplerate
+
+
+def audio_seconds(path: str | os.PathLike) -> float:
+    """Length of a recording in seconds, from its header (after ``open_audio``'s checks)."""
+    with open_audio(path) as file:
+        return file.frames / file.samplerate
 
 
 def load_audio(

@@ -23,6 +23,7 @@ from .cli_common import (
     ThresholdOption,
     ThresholdsOption,
     TopKOption,
+    add_version_option,
     make_engine,
     print_results,
     say_conversion,
@@ -38,7 +39,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich panels print '<bool>' after every flag
 )
+add_version_option(app)
 
 
 @app.command()
@@ -104,8 +107,8 @@ def file(
         engine.reset()
         if source and not as_json:
             typer.echo(f"== {path}")
+        count = 0
         try:
-            count = 0
             for index, (block, rate) in enumerate(iter_audio_blocks(path)):
                 if index == 0:
                     say_conversion(str(path), rate, block.shape[1], engine.spec.sample_rate)
@@ -115,6 +118,9 @@ def file(
             typer.echo(f"ssamba-stream: error: {exc}", err=True)
             failures.append(path)
             continue
+        except KeyboardInterrupt:  # Ctrl-C: say how far this file got, then stop
+            typer.echo(summary_line(str(path), engine, count) + " (interrupted)", err=True)
+            raise typer.Exit(130) from None
         typer.echo(summary_line(str(path), engine, count), err=True)
     if failures:
         raise typer.Exit(2)
@@ -168,6 +174,8 @@ def stdin(
         raise UserError(f"--channels must be at least 1, got {channels}")
     if rate < 1:
         raise UserError(f"--rate must be a positive number of Hz, got {rate}")
+    if sys.stdin is None:  # started with standard input closed (`<&-`)
+        raise UserError("standard input is closed: pipe raw PCM into it, e.g. arecord -f S16_LE -r 16000 | ssamba-stream stdin --rate 16000")
     engine = make_engine(task, model, backend, threads, threshold=threshold, thresholds=thresholds,
                          smoothing=smoothing, refractory=refractory, top_k=top_k, every=every)
     count = 0

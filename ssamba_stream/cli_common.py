@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from .errors import UserError
+from .runtime.backends import backend_names
 
 ModelOption = Annotated[
     Path | None, typer.Option("--model", help="exported .onnx/.plan (default: the bundled 12-keyword model)")
@@ -19,7 +20,7 @@ ModelOption = Annotated[
 TaskOption = Annotated[
     str, typer.Option("--task", help="kws (keyword events) or classify (top labels per window)")
 ]
-BackendOption = Annotated[str, typer.Option(help="onnxruntime, onnxruntime-cuda, tensorrt or torch")]
+BackendOption = Annotated[str, typer.Option(help=f"inference backend: {', '.join(backend_names())}")]
 ThresholdOption = Annotated[
     float | None, typer.Option(help="detection threshold for every keyword (default: the model's)")
 ]
@@ -38,6 +39,28 @@ EveryOption = Annotated[float, typer.Option("--every", help="classify: seconds b
 ThreadsOption = Annotated[int, typer.Option(help="CPU threads for the model")]
 
 
+def _show_version(ctx: typer.Context, value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"{ctx.find_root().info_name} {__version__}")
+        raise typer.Exit()
+
+
+def _root_options(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="print the version and exit"),
+    ] = None,
+) -> None:
+    """Options before the command (``--version``)."""
+
+
+def add_version_option(app: typer.Typer) -> None:
+    """``PROGRAM --version``: the installed version, as every command-line tool says it."""
+    app.callback()(_root_options)
+
+
 def make_engine(task: str, model: Path | None, backend: str, threads: int, *, threshold: float | None,
                 thresholds: str, smoothing: int | None, refractory: float | None, top_k: int,
                 every: float):  # fmt: skip
@@ -50,7 +73,11 @@ def make_engine(task: str, model: Path | None, backend: str, threads: int, *, th
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}: use --task kws or --task classify")
     if task == "classify":
-        return StreamClassifier(model, backend=backend, threads=threads, top_k=top_k, every_seconds=every)
+        classifier = StreamClassifier(model, backend=backend, threads=threads, top_k=top_k, every_seconds=every)
+        if classifier.spec.task == "kws":
+            typer.echo(f"note: {classifier.model_path.name} is a keyword model: ranking its labels per window as "
+                       "asked (--task kws gives keyword events)", err=True)  # fmt: skip
+        return classifier
     return KeywordSpotter(model, backend=backend, threads=threads, threshold=threshold,
                           thresholds=parse_thresholds(thresholds), smoothing_blocks=smoothing,
                           refractory_seconds=refractory)  # fmt: skip

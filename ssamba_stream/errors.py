@@ -1,6 +1,7 @@
 """Errors a user can fix: entry points print their one-line message and exit non-zero, no traceback."""
 
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,10 @@ class UserError(Exception):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, or does not fit the model it is loaded into."""
+
+
+class InputWarning(UserWarning):
+    """Input that is used but probably not what the user meant (audio far out of range, upsampled)."""
 
 
 def absence(path: Path, directory: bool = False) -> str:
@@ -24,7 +29,17 @@ def absence(path: Path, directory: bool = False) -> str:
 
 
 def run_cli(app: Callable[[], object], program: str) -> None:
-    """Run a command-line app: a UserError becomes one line on stderr and exit status 2."""
+    """Run a command-line app: a UserError becomes one line on stderr and exit status 2; an
+    InputWarning one 'warning:' line, once."""
+    show = warnings.showwarning
+
+    def one_line(message, category, *args, **kwargs) -> None:  # noqa: ANN001 (the warnings hook's signature)
+        if issubclass(category, InputWarning):
+            print(f"{program}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    warnings.showwarning = one_line
     try:
         app()
     except UserError as exc:

@@ -24,7 +24,7 @@ import dataclasses
 import math
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -256,12 +256,16 @@ class StreamPosteriors:
         return Detector(self.labels, self.block_seconds, config).update_smoothed(self._smoothed[window])
 
 
-def stream_posteriors(spotter: KeywordSpotter, path: str | os.PathLike) -> StreamPosteriors:
-    """Run the model once over a recording, streamed from the file in blocks (constant memory)."""
+def stream_posteriors(spotter: KeywordSpotter, path: str | os.PathLike,
+                      progress: Callable[[float], None] | None = None) -> StreamPosteriors:  # fmt: skip
+    """Run the model once over a recording, streamed from the file in blocks (constant memory);
+    ``progress`` is told the audio seconds done after each block."""
     spotter.reset()
     parts, rate = [], None
     for block, rate in iter_audio_blocks(path, seconds=10.0):  # never empty: it rejects sample-less files
         parts.append(spotter.posteriors(block, rate))
+        if progress is not None:
+            progress(spotter.seconds)
     parts.append(spotter.posteriors(np.zeros(0, np.float32), rate, last=True))
     return StreamPosteriors(np.concatenate(parts), spotter.labels, spotter.block_seconds, spotter.seconds)
 
@@ -402,14 +406,15 @@ class StreamRun:
 
 
 def run_stream(stream: str | os.PathLike, labels: str | os.PathLike, model: str | os.PathLike | None,
-               backend: str = "onnxruntime", tolerance: float = DEFAULT_TOLERANCE) -> StreamRun:  # fmt: skip
+               backend: str = "onnxruntime", tolerance: float = DEFAULT_TOLERANCE,
+               progress: Callable[[float], None] | None = None) -> StreamRun:  # fmt: skip
     """One model pass over a labelled stream, its labels checked against the model and the audio."""
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise UserError(f"tolerance must be >= 0 seconds, got {tolerance}")
     occurrences = read_ground_truth(labels)
     spotter = KeywordSpotter(model, backend=backend)
     keywords = _keywords(occurrences, spotter.labels, spotter.detector.config)
-    posteriors = stream_posteriors(spotter, stream)
+    posteriors = stream_posteriors(spotter, stream, progress)
     last_end = max(o.end for o in occurrences)
     if last_end > posteriors.seconds + END_SLACK_SECONDS:
         raise UserError(
@@ -428,10 +433,11 @@ def evaluate_stream(
     tolerance: float = DEFAULT_TOLERANCE,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     detector: DetectorConfig | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> StreamEvaluation:
     """Evaluate ``model`` (default: the bundled one) on a labelled stream: one model pass, then the
     sweep; ``detector`` (default: the model's sidecar) sets the scored point and the sweep's smoothing."""
-    run = run_stream(stream, labels, model, backend, tolerance)
+    run = run_stream(stream, labels, model, backend, tolerance, progress)
     config, posteriors = detector or run.spotter.detector.config, run.posteriors
     hours = posteriors.seconds / 3600
     events = posteriors.events(config)

@@ -33,9 +33,9 @@ def read_checkpoint_document(directory: str | Path) -> dict:
     """The parsed config.json of a checkpoint directory, checked to be ours."""
     path = Path(directory)
     if not path.is_dir():
-        hint = " (an official SSAMBA .pth file? import it with import_official)" if path.suffix == ".pth" else ""
+        hint = " (an official SSAMBA .pth file? pass it to train.py --init-from, or to import_official in Python)" if path.suffix == ".pth" else ""
         raise CheckpointError(
-            f"checkpoint directory {path} {absence(path, directory=True)}{hint}: pass a directory written by save_model"
+            f"checkpoint directory {path} {absence(path, directory=True)}{hint}: pass a checkpoint directory (config.json + model.safetensors, as training writes)"
         )
     return read_json_document(
         path / CONFIG_FILE, CHECKPOINT_FORMAT, "an ssamba-stream checkpoint config", CheckpointError,

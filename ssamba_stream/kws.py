@@ -69,6 +69,15 @@ class DetectorConfig:
             changes["refractory_seconds"] = refractory_seconds
         return dataclasses.replace(self, **changes).checked()
 
+    def for_labels(self, labels: Sequence[str]) -> DetectorConfig:
+        """Self, after a one-line error for a per-label threshold naming no label of the model."""
+        unknown = sorted(set(self.thresholds) - set(labels))
+        if unknown:
+            raise UserError(
+                f"threshold given for {', '.join(unknown)}, not a label of this model: use one of {', '.join(labels)}"
+            )
+        return self
+
     def checked(self) -> DetectorConfig:
         """Self, after one-line errors for values no detector can use."""
         named = {"the threshold": self.threshold, **{f"the threshold for {k}": v for k, v in self.thresholds.items()}}
@@ -116,11 +125,7 @@ class Detector:
     def __init__(
         self, labels: Sequence[str], block_seconds: float, config: DetectorConfig, time_offset: float = 0.0
     ) -> None:
-        unknown = sorted(set(config.thresholds) - set(labels))
-        if unknown:
-            raise UserError(
-                f"threshold given for {', '.join(unknown)}, not a label of this model: use one of {', '.join(labels)}"
-            )
+        config.for_labels(labels)
         self.labels = tuple(labels)
         self.block_seconds = block_seconds
         self.time_offset = time_offset  # audio time of the stream's start relative to block 0's start

@@ -8,12 +8,26 @@ whole recording resampled at once (up to the resampler's delay, which ``flush`` 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import soxr
 
-from .errors import UserError
+from .errors import InputWarning, UserError
 
+MAX_CHANNELS = 64  # more than any audio interface: a wider array is (channels, samples) the wrong way round
+FAR_OUTSIDE = 2.0  # float PCM beyond this is not in [-1, 1] scaled wrongly, not a hot recording
 _INT_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
+
+
+def _check_float_range(pcm: np.ndarray) -> None:
+    """NaN/Inf is an error; samples far outside [-1, 1] a warning (once): the model hears clipping."""
+    peak = float(np.abs(pcm).max(initial=0.0))
+    if peak > FAR_OUTSIDE:
+        warnings.warn(
+            f"float PCM reaches {peak:g}, far outside [-1, 1]: scale it (int16 values as floats: divide by 32768)",
+            InputWarning, stacklevel=5,
+        )
 
 
 def to_float_mono(pcm: np.ndarray) -> np.ndarray:
@@ -21,19 +35,21 @@ def to_float_mono(pcm: np.ndarray) -> np.ndarray:
     pcm = np.asarray(pcm)
     if pcm.ndim not in (1, 2):
         raise UserError(f"expected PCM of shape (samples,) or (samples, channels), got {pcm.shape}")
+    if pcm.ndim == 2 and pcm.shape[1] > MAX_CHANNELS:
+        raise UserError(
+            f"expected PCM of shape (samples, channels), got {pcm.shape}: {pcm.shape[1]} channels is no recording; "
+            "for a (channels, samples) array pass pcm.T"
+        )
     if pcm.dtype in _INT_SCALE:
         pcm = pcm.astype(np.float32) / np.float32(_INT_SCALE[pcm.dtype])
     elif pcm.dtype == np.uint8:  # unsigned 8-bit PCM is offset by 128
         pcm = (pcm.astype(np.float32) - 128.0) / 128.0
     elif pcm.dtype.kind == "f":
         pcm = pcm.astype(np.float32, copy=False)
+        _check_float_range(pcm)
     else:
         raise UserError(
             f"unsupported PCM dtype {pcm.dtype}: pass integer PCM (int8/16/32) or floats in [-1, 1]"
-        )
-    if not np.isfinite(pcm).all():
-        raise UserError(
-            "PCM contains NaN or Inf samples: clean the input (e.g. np.nan_to_num) before streaming"
         )
     if pcm.ndim == 2:
         pcm = pcm.mean(axis=1, dtype=np.float32)
@@ -49,6 +65,12 @@ class PcmAdapter:
         self.input_rate = int(input_rate)
         self.model_rate = model_rate
         self.input_samples = 0
+        if self.input_rate < model_rate:
+            warnings.warn(
+                f"audio at {self.input_rate} Hz is upsampled to the model's {model_rate} Hz: it holds nothing above "
+                f"{self.input_rate // 2} Hz, so expect fewer detections (record at {model_rate} Hz or more)",
+                InputWarning, stacklevel=3,
+            )
         self._resampler = (
             None
             if self.input_rate == model_rate

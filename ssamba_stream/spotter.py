@@ -196,9 +196,9 @@ class StreamClassifier(_Engine[Ranking]):
     ) -> None:
         super().__init__(model, backend, threads)
         if top_k < 1:
-            raise UserError(f"top-k must be at least 1, got {top_k}")
+            raise UserError(f"top-k (--top-k) must be at least 1, got {top_k}")
         if every_seconds <= 0:
-            raise UserError(f"the reporting interval must be positive, got {every_seconds} s")
+            raise UserError(f"the seconds between rankings (--every) must be positive, got {every_seconds}")
         self.top_k = min(top_k, len(self.labels))
         self.every_blocks = max(1, round(every_seconds / self.block_seconds))
 

@@ -6,8 +6,11 @@ that the bundled model hears the right words.
 """
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +19,8 @@ import soundfile as sf
 import soxr
 from model_fixtures import export_random_model
 
-from ssamba_stream import KeywordSpotter, StreamClassifier
-from ssamba_stream.errors import UserError
+from ssamba_stream import KeywordSpotter, StreamClassifier, __version__
+from ssamba_stream.errors import InputWarning, UserError
 
 CLI = [sys.executable, "-m", "ssamba_stream.cli"]
 
@@ -237,7 +240,101 @@ def test_a_classify_model_refuses_the_kws_task(reference_wav, tmp_path):
         (["stdin", "--rate", "16000", "--refractory", "-1"], b"", "refractory period must be >= 0"),
         (["evaluate", "--stream", "x.wav", "--smoothing", "0"], None, "smoothing must be a whole number"),
         (["file", "x.wav", "--task", "transcribe"], None, "--task kws or --task classify"),
+        (["file", "x.wav", "--threads", "0"], None, "threads must be a whole number >= 1, got 0"),
+        (["file", "x.wav", "--task", "classify", "--every", "0"], None, "(--every) must be positive"),
+        (["stdin", "--rate", "16000", "--threads", "-3"], b"", "threads must be a whole number >= 1, got -3"),
     ],
 )
 def test_bad_options_and_streams_are_one_line_errors(random_kws_model, args, stdin, needle):
     assert_one_line_error(run_cli(*args, "--model", random_kws_model, stdin=stdin), needle)
+
+
+def test_stdin_closed_is_a_one_line_error(random_kws_model):
+    """`ssamba-stream stdin <&-` starts Python without sys.stdin: say so instead of an AttributeError."""
+    result = subprocess.run(
+        [*CLI, "stdin", "--rate", "16000", "--model", str(random_kws_model)],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=300, preexec_fn=lambda: os.close(0),
+    )
+    assert_one_line_error(result, "standard input is closed")
+
+
+def test_standard_input_and_pipes_are_audio_files(random_kws_model, reference_wav, low_threshold):
+    """`file -` and `file /dev/stdin` read a piped recording; /dev/null is empty, not 'not found'."""
+    expected = json_lines(run_cli("file", reference_wav, "--model", random_kws_model, "--json", *low_threshold))
+    for name in ("-", "/dev/stdin"):
+        piped = run_cli("file", name, "--model", random_kws_model, "--json", *low_threshold,
+                        stdin=reference_wav.read_bytes())  # fmt: skip
+        assert json_lines(piped) == expected, name
+    assert_one_line_error(run_cli("file", "/dev/null", "--model", random_kws_model), "/dev/null", "empty (0 bytes)")
+
+
+@pytest.mark.parametrize("placeholder", [0, 0xFFFFFFFF])
+def test_a_wav_whose_header_size_is_a_placeholder_holds_its_audio(random_kws_model, reference_wav, tmp_path,
+                                                                    low_threshold, placeholder):  # fmt: skip
+    """Streaming writers leave the data size at 0 (or 0xFFFFFFFF): the audio after it is still read."""
+    data = bytearray(reference_wav.read_bytes())
+    size_at = data.index(b"data") + 4
+    data[size_at : size_at + 4] = placeholder.to_bytes(4, "little")
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(bytes(data))
+    expected = json_lines(run_cli("file", reference_wav, "--model", random_kws_model, "--json", *low_threshold))
+    assert expected and json_lines(run_cli("file", streamed, "--model", random_kws_model, "--json", *low_threshold)) == expected
+
+
+def test_api_refuses_channels_first_arrays_and_warns_once_on_unscaled_floats(random_kws_model, audio):
+    spotter = KeywordSpotter(random_kws_model)
+    with pytest.raises(UserError, match=r"got \(2, 16000\).*pass pcm.T"):
+        spotter.process(np.stack([audio[:16000], audio[:16000]]))
+    spotter.reset()
+    with pytest.warns(InputWarning, match="far outside"):
+        spotter.process(audio[:16000] * 32768)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            spotter.process(audio[:16000] * 32768)
+    assert len([w for w in caught if issubclass(w.category, InputWarning)]) <= 1
+
+
+def test_an_8_khz_file_says_it_was_upsampled_and_what_that_costs(random_kws_model, audio, tmp_path):
+    path = tmp_path / "phone.wav"
+    sf.write(path, soxr.resample(audio, 16000, 8000), 8000)
+    result = run_cli("file", path, "--model", random_kws_model)
+    assert result.returncode == 0, result.stderr.decode()
+    err = result.stderr.decode()
+    assert "resampled from 8000 Hz to 16000 Hz" in err and "nothing above 4000 Hz" in err
+    assert "Traceback" not in err and "InputWarning" not in err
+
+
+def test_help_shows_flags_bare_and_version_is_an_option():
+    for command in ("file", "stdin", "evaluate"):
+        text = run_cli(command, "--help").stdout.decode()
+        assert "--json" in text and "<bool>" not in text, text
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.decode().split()[-1] == __version__
+    export = subprocess.run([sys.executable, "-m", "ssamba_export.cli", "--version"], capture_output=True, text=True)
+    assert export.returncode == 0 and export.stdout.split()[-1] == __version__, export.stderr
+
+
+def test_classify_on_a_keyword_model_says_so(random_kws_model, reference_wav):
+    result = run_cli("file", reference_wav, "--model", random_kws_model, "--task", "classify")
+    assert result.returncode == 0 and "is a keyword model" in result.stderr.decode(), result.stderr.decode()
+
+
+def test_ctrl_c_on_file_prints_the_summary_so_far(random_kws_model, tmp_path):
+    long = tmp_path / "long.wav"
+    noise = np.random.default_rng(0).normal(0, 0.1, 22050 * 300)
+    sf.write(long, noise, 22050, subtype="PCM_16")  # 5 minutes at 22.05 kHz: a 'resampled' note once it runs
+    process = subprocess.Popen([*CLI, "file", str(long), "--model", str(random_kws_model)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    first = process.stderr.readline().decode()
+    assert "resampled" in first, first
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    err = rest.decode()
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert "s of audio" in err and "(interrupted)" in err, err
+
+
+def test_errors_name_options_and_files_not_functions(reference_wav):
+    line = assert_one_line_error(run_cli("info", reference_wav), "pass a checkpoint directory (config.json")
+    assert "save_model" not in line

@@ -258,6 +258,12 @@ def test_unknown_word_weights_draw_the_named_words_more_often(sc_root: Path) -> 
         SpeechCommands(sc_root, "train", "12", unknown_word_weights={"cat": 0.0}, **common)
 
 
+def test_a_keyword_without_clips_is_refused_before_training(sc_root: Path) -> None:
+    """A misspelt keyword used to train for minutes on a class with no examples; now it stops at once."""
+    with pytest.raises(UserError, match=r"keyword marvn has no clips in the train split .*words with clips there: .*cat"):
+        SpeechCommands(sc_root, "train", "12", keywords=("yes", "marvn"))
+
+
 def best_alignment(noise: np.ndarray, clip: np.ndarray) -> tuple[int, float]:
     """Offset and gain of ``clip`` as a scaled segment of ``noise`` (FFT cross-correlation)."""
     n = noise.shape[0] + clip.shape[0]

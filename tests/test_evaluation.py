@@ -450,6 +450,32 @@ def test_cli_bad_labels_exit_2_in_one_line(
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--out", ROOT / "README.md"), "is a file, not a folder"),
+        (("--out", "/sys/ssamba-report"), "cannot write to --out /sys/ssamba-report"),
+        (("--thresholds", "marvin=0.5"), "marvin, not a label of this model"),
+    ],
+)
+def test_cli_checks_its_options_before_evaluating(model: Path, tmp_path: Path, args: tuple, message: str) -> None:
+    """Bad --out or --thresholds fail at once, before the stream (absent here) is even opened."""
+    result = run_cli("evaluate", "--stream", tmp_path / "absent.wav", "--model", model, *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr
+
+
+def test_cli_shows_progress_on_a_long_stream(model: Path, tmp_path: Path) -> None:
+    wav = tmp_path / "long.wav"
+    sf.write(wav, np.random.default_rng(0).normal(0, 0.05, 16000 * 6 * 60), 16000, subtype="PCM_16")
+    wav.with_suffix(".csv").write_text("start,end,label\n1.0,1.5,yes\n")
+    result = run_cli("evaluate", "--stream", wav, "--model", model, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    steps = re.findall(r"long.wav: [\d.]+ of 6.0 min \((\d+)%\)", result.stderr)
+    assert steps == [str(p) for p in range(10, 100, 10)], result.stderr
+
+
 # Run the CLI in a child interpreter where torch and matplotlib cannot be imported.
 BLOCK = """
 import importlib.abc, sys

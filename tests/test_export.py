@@ -20,8 +20,9 @@ from ssamba_export.verify import max_logit_difference, stream_in_random_chunks
 from ssamba_stream.errors import UserError
 from ssamba_stream.model.checkpoint import save_model
 from ssamba_stream.model.registry import build_model
+from ssamba_stream.runtime.backends import OnnxRuntimeBackend, backend_names, register_backend
 from ssamba_stream.runtime.session import StreamingSession
-from ssamba_stream.runtime.spec import ModelFileError, file_sha256
+from ssamba_stream.runtime.spec import ModelFileError, file_sha256, write_detector_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,6 +151,36 @@ def test_bad_input_is_refused_and_the_stream_survives(exported, stream_audio):
     )
 
 
+def test_re_export_keeps_tuned_detector_defaults(checkpoint, tmp_path):
+    """Re-exporting a checkpoint over its tuned export keeps the thresholds 'ssamba-export tune' chose."""
+    out = tmp_path / "tuned.onnx"
+    export_onnx(checkpoint, out)
+    tuned = {**json.loads(out.with_suffix(".json").read_text())["detector"], "threshold": 0.97, "smoothing_blocks": 6}
+    write_detector_defaults(out, tuned)
+    assert export_onnx(checkpoint, out).detector == tuned
+    assert export_onnx(checkpoint, out, block=4).detector["threshold"] == 0.5  # another block: untuned again
+
+
+def test_a_registered_backend_serves_sessions(exported, stream_audio):
+    """A new backend is one class and one register_backend call: sessions and --backend find it."""
+
+    class Counting(OnnxRuntimeBackend):
+        steps = 0
+
+        def run(self, inputs):
+            Counting.steps += 1
+            return super().run(inputs)
+
+    register_backend("counting-test", lambda path, spec, threads: Counting(path, spec, threads))
+    assert "counting-test" in backend_names()
+    audio = stream_audio[:16000]
+    session = StreamingSession(exported, backend="counting-test")
+    np.testing.assert_array_equal(session.process(audio), StreamingSession(exported).process(audio))
+    assert Counting.steps == session.blocks > 0
+    with pytest.raises(UserError, match="unknown backend 'nope': choose one of onnxruntime, .*counting-test"):
+        StreamingSession(exported, backend="nope")
+
+
 def test_model_file_errors(exported, checkpoint, tmp_path):
     with pytest.raises(ModelFileError, match="not found"):
         StreamingSession(tmp_path / "absent.onnx")
@@ -159,7 +190,8 @@ def test_model_file_errors(exported, checkpoint, tmp_path):
         StreamingSession(lonely)
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(exported.read_bytes()[:5000])
-    corrupt.with_suffix(".json").write_text(exported.with_suffix(".json").read_text())
+    sidecar = json.loads(exported.with_suffix(".json").read_text())
+    corrupt.with_suffix(".json").write_text(json.dumps({**sidecar, "fingerprint": file_sha256(corrupt)}))
     with pytest.raises(ModelFileError, match="not a loadable ONNX graph"):
         StreamingSession(corrupt)
     bad_json = tmp_path / "bad_json.onnx"
@@ -171,9 +203,24 @@ def test_model_file_errors(exported, checkpoint, tmp_path):
     torch.onnx.export(
         torch.nn.Linear(3, 2), (torch.zeros(1, 3),), str(foreign), input_names=["x"], dynamo=False
     )
-    foreign.with_suffix(".json").write_text(exported.with_suffix(".json").read_text())
+    foreign.with_suffix(".json").write_text(json.dumps({**sidecar, "fingerprint": file_sha256(foreign)}))
     with pytest.raises(ModelFileError, match="does not match its sidecar"):
         StreamingSession(foreign)
+
+
+def test_a_sidecar_from_another_export_or_with_a_wrong_rate_is_refused(exported, checkpoint, tmp_path):
+    """Another export's sidecar would relabel every event, a wrong rate would silence them: both are refused."""
+    other = tmp_path / "other.onnx"
+    export_onnx(checkpoint, other, block=4)
+    mixed = tmp_path / "mixed.onnx"
+    mixed.write_bytes(exported.read_bytes())
+    mixed.with_suffix(".json").write_text(other.with_suffix(".json").read_text())
+    with pytest.raises(ModelFileError, match="written for another graph than mixed.onnx"):
+        StreamingSession(mixed)
+    sidecar = json.loads(exported.with_suffix(".json").read_text())
+    mixed.with_suffix(".json").write_text(json.dumps({**sidecar, "sample_rate": 8000}))
+    with pytest.raises(ModelFileError, match="says sample_rate 8000 but its model was trained at 16000 Hz"):
+        StreamingSession(mixed)
 
 
 def test_state_from_another_model_is_refused(exported, checkpoint, tmp_path):
@@ -228,6 +275,7 @@ def test_cli_exports_and_verifies(checkpoint, tmp_path):
     result = _cli("onnx", str(checkpoint), "--block", "4", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert "block of 4 tokens = 1280 samples (80 ms)" in result.stdout and out.with_suffix(".json").is_file()
+    assert "detector defaults untuned (threshold 0.5): tune them with 'ssamba-export tune" in result.stdout
     result = _cli("verify", str(out), "--checkpoint", str(checkpoint), "--seconds", "6")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: max |streamed - offline| logit difference")
@@ -235,8 +283,9 @@ def test_cli_exports_and_verifies(checkpoint, tmp_path):
     assert result.returncode == 1 and "FAILED" in result.stdout
 
 
-def test_cli_errors_are_one_line(tmp_path, exported):
+def test_cli_errors_are_one_line(tmp_path, exported, checkpoint):
     cases = [
+        (("onnx", str(checkpoint), "--block", "0", "-o", str(tmp_path / "x.onnx")), "block must be a positive"),
         (("onnx", str(tmp_path / "missing"), "-o", str(tmp_path / "x.onnx")), "not found"),
         (("onnx", str(tmp_path / "missing"), "-o", str(tmp_path / "x.txt")), "must end in .onnx"),
     ]

@@ -1,5 +1,6 @@
 """Layering and packaging: the runtime and CLI import no torch; the base install pulls no torch."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,20 @@ def test_base_install_does_not_require_torch():
     assert not any(dep.split(">")[0].split("=")[0].strip() == "torch" for dep in project["dependencies"])
     for extra in ("train", "export"):
         assert any(dep.startswith("torch") for dep in project["optional-dependencies"][extra])
+
+
+
+def test_the_torch_backend_lives_outside_the_runtime_and_says_what_it_needs(random_kws_model):
+    """The runtime imports neither torch nor the model package; asking a torch-free install for the
+    torch backend is one line naming the extra, not a traceback."""
+    imports = re.compile(r"^\s*(from|import) (torch|\.\.model|ssamba_stream\.model)\b", re.MULTILINE)
+    assert not [p.name for p in (ROOT / "ssamba_stream" / "runtime").glob("*.py") if imports.search(p.read_text())]
+    code = (
+        "from ssamba_stream.cli import main\n"
+        "sys.argv = ['ssamba-stream', 'file', sys.argv[1], '--model', sys.argv[2], '--backend', 'torch']; main()"
+    )
+    result = _run_without_torch(code, str(ROOT / "examples" / "keywords.wav"), str(random_kws_model))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "ssamba-stream: error: the torch backend needs PyTorch: pip install 'ssamba-stream[export]'"
+    ]

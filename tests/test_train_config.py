@@ -101,3 +101,34 @@ def test_cli_missing_resume_checkpoint_is_one_line(capsys, tmp_path):
     missing = tmp_path / "out" / "checkpoints" / "step-0000100"
     line = _main_error(capsys, "--recipe", str(RECIPES / "kws-stream.yaml"), f"data.root={data}", "--resume", str(missing))
     assert "not a training checkpoint" in line and str(missing) in line
+
+
+def test_yes_no_on_off_are_words_not_booleans(tmp_path):
+    """The Speech Commands keywords include yes/no/on/off, which YAML 1.1 reads as booleans."""
+    recipe = build_recipe(apply_overrides({"task": "kws-stream"}, ["data.keywords=[yes,no,on,off]"]))
+    assert recipe.data.keywords == ["yes", "no", "on", "off"]
+    path = tmp_path / "r.yaml"
+    path.write_text("task: kws-stream\ndata:\n  keywords: [yes, no, on, off]\naugment:\n  noise: true\n")
+    loaded = load_recipe(path)
+    assert loaded.data.keywords == ["yes", "no", "on", "off"] and loaded.augment.noise is True
+
+
+def test_resuming_with_a_changed_recipe_is_refused_or_said(capsys, tmp_path):
+    """A changed batch size or learning rate would silently alter a resumed run (and recipe.yaml)."""
+    from ssamba_stream.model.checkpoint import save_model
+    from ssamba_stream.model.registry import build_model
+
+    data = tmp_path / "sc"
+    data.mkdir()
+    kws = str(RECIPES / "kws-stream.yaml")
+    started = load_recipe(kws, [f"data.root={data}"])
+    step = save_model(build_model("ssamba-kws", depth=1, num_classes=2), tmp_path / "out" / "checkpoints" / "step-0000010",
+                      metadata={"recipe": started.to_dict(), "step": 10})  # fmt: skip
+    (step / "trainer.json").write_text("{}")
+    line = _main_error(capsys, "--recipe", kws, f"data.root={data}", "data.batch_size=7", "optim.lr=0.5",
+                       "--out", str(tmp_path / "out"), "--resume", "auto")  # fmt: skip
+    assert "the recipe differs from the run's" in line and "data.batch_size" in line and "optim.lr" in line
+    assert "-> 7" in line and "-> 0.5" in line
+    assert train_module.main(["--recipe", kws, f"data.root={data}", "epochs=99", "--out", str(tmp_path / "out"),
+                              "--resume", "auto"]) == 2  # fmt: skip (goes on to the empty data folder)
+    assert "resuming with changed settings: epochs 30 -> 99" in capsys.readouterr().out

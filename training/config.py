@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,22 @@ from ssamba_stream.model.registry import CONFIGS, architecture
 
 DATA_KINDS = ("speechcommands", "esc50", "manifest", "folder", "unlabelled")
 ESC50_FOLDS = (1, 2, 3, 4, 5)
+_BOOL = "tag:yaml.org,2002:bool"
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML with only true/false as booleans (YAML 1.2): ``keywords: [yes, no, on, off]`` are words."""
+
+
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 class RecipeError(UserError):
@@ -317,7 +334,7 @@ def read_recipe_file(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> d
     if path.resolve() in _seen:
         raise RecipeError(f"recipe {path} extends itself through {' -> '.join(str(p) for p in _seen)}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(raw, dict):
@@ -336,7 +353,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if not sep or not key.strip():
             raise RecipeError(f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-3)")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = _load_yaml(text) if text.strip() else None
         except yaml.YAMLError:
             raise RecipeError(f"override {item!r}: the value is not valid YAML") from None
         *parents, leaf = key.strip().split(".")

@@ -322,6 +322,12 @@ class SpeechCommands(ClipDataset):
             labels = [*keywords, SILENCE_LABEL, UNKNOWN_LABEL]
             if len(set(labels)) != len(labels):
                 raise UserError(f"keywords must be distinct words other than {SILENCE_LABEL}/{UNKNOWN_LABEL}")
+            missing = [w for w in keywords if not split_files.get(w)]
+            if missing:
+                raise UserError(
+                    f"keyword {', '.join(missing)} has no clips in the {split} split of {root}: check data.keywords "
+                    f"(words with clips there: {', '.join(w for w, files in split_files.items() if files)})"
+                )
             rng = np.random.default_rng([seed, SPLITS.index(split)])
             items = [(str(root / f), i) for i, w in enumerate(keywords) for f in split_files.get(w, [])]
             n_keyword = len(items)

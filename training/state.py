@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ssamba_stream.errors import CheckpointError
-from ssamba_stream.formats import WEIGHTS_FILE
+from ssamba_stream.formats import CONFIG_FILE, WEIGHTS_FILE
 from ssamba_stream.model.checkpoint import (
     load_state_strict,
     model_files,
@@ -134,6 +134,37 @@ def resolve_resume(resume: str, out: Path) -> Path | None:
     if not (path / TRAINER_JSON).is_file():
         raise CheckpointError(f"--resume {path}: not a training checkpoint (no {TRAINER_JSON}); use a step-* directory or 'auto'")
     return path
+
+
+RESUMABLE_CHANGES = ("epochs", "max_steps", "log_every", "device", "data.root", "model.init_from", "checkpoint.")
+
+
+def recipe_changes(checkpoint: Path, recipe: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """How ``recipe`` differs from the one the checkpoint's run was started with, as
+    ``key old -> new`` lines: (changes a resumed run can take, changes that break it)."""
+    try:
+        saved = json.loads((checkpoint / CONFIG_FILE).read_text()).get("metadata", {}).get("recipe")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot resume from {checkpoint}: {exc}") from None
+    if saved is None:
+        return [], []
+    old, new = _flatten(saved), _flatten(recipe)
+    allowed, breaking = [], []
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) != new.get(key):
+            line = f"{key} {old.get(key)!r} -> {new.get(key)!r}"
+            (allowed if key.startswith(RESUMABLE_CHANGES) else breaking).append(line)
+    return allowed, breaking
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 @dataclass

@@ -23,6 +23,7 @@ from ssamba_stream.errors import UserError
 from ssamba_stream.model.registry import CONFIGS
 from ssamba_training.config import ESC50_FOLDS, Recipe, load_recipe
 from ssamba_training.distributed import DistContext, init_distributed, shutdown
+from ssamba_training.state import recipe_changes, resolve_resume
 from ssamba_training.tasks import TASKS
 from ssamba_training.trainer import DivergedError, Trainer
 
@@ -62,6 +63,22 @@ def run_all_folds(recipe: Recipe, out: Path, resume: str | None, context: DistCo
     return {"mean_accuracy": summary["mean_accuracy"]}
 
 
+def check_resume(recipe: Recipe, out: Path, resume: str, is_main: bool) -> None:
+    """Refuse to resume a run under settings that would silently change it (batch size, learning
+    rate, data, model); say which harmless ones changed (epochs, ...), as recipe.yaml will."""
+    checkpoint = resolve_resume(resume, out)
+    if checkpoint is None:
+        return
+    allowed, breaking = recipe_changes(checkpoint, recipe.to_dict())
+    if breaking:
+        raise UserError(
+            f"--resume {checkpoint}: the recipe differs from the run's ({'; '.join(breaking[:5])}): resume with the "
+            "run's settings, or start a new run with another --out"
+        )
+    if allowed and is_main:
+        print(f"resuming with changed settings: {'; '.join(allowed)} (recipe.yaml is updated)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (2: user error, 1: diverged)."""
     context = None
@@ -72,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             recipe.model.init_from = args.init_from
         out = args.out or Path("runs") / args.recipe.stem
         context = init_distributed(recipe.device)
+        if args.resume:
+            check_resume(recipe, out, args.resume, context.is_main)
         if recipe.data.kind == "esc50" and recipe.data.fold == "all":
             run_all_folds(recipe, out, args.resume, context)
         else:

@@ -1,14 +1,19 @@
-"""Inference backends for the step graph: onnxruntime, TensorRT, and PyTorch (for development).
+"""Inference backends for the step graph, behind one small interface and a registry.
 
-Each backend runs one step: a dict of named numpy inputs (pcm plus the state) to a dict of named
-numpy outputs (posteriors, logits, features, and ``<state>_out``). onnxruntime and TensorRT are
-imported lazily and never import torch; the torch backend exists to check the graph against the
-model it came from.
+A backend runs one step: a dict of named numpy inputs (pcm plus the state) to a dict of named
+numpy outputs (posteriors, logits, features, and ``<state>_out``). ``register_backend(name,
+factory)`` makes one available to sessions, the CLIs' ``--backend`` and the benchmarks. onnxruntime
+registers here; TensorRT (``tensorrt_backend.py``) and the PyTorch development backend
+(``ssamba_export.torch_backend``, which needs torch and so lives outside the runtime) register
+themselves when their module is first imported, which happens when a session asks for them.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -20,6 +25,44 @@ OUTPUT_NAMES = ("posteriors", "logits", "features")
 
 class BackendUnavailable(UserError):
     """The requested backend cannot run here (package or GPU missing)."""
+
+
+class Backend(Protocol):
+    """What a session needs of a backend: the graph's input names, and one step."""
+
+    input_names: list[str]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+BackendFactory = Callable[[Path, StreamModelSpec, int], Backend]  # (graph path, sidecar, CPU threads)
+_FACTORIES: dict[str, BackendFactory] = {}
+# Backends whose module registers them on import, imported only when asked for.
+_MODULES = {"tensorrt": "ssamba_stream.runtime.tensorrt_backend", "torch": "ssamba_export.torch_backend"}
+_NEEDS = {"torch": "PyTorch: pip install 'ssamba-stream[export]'", "tensorrt": "TensorRT: pip install 'ssamba-stream[gpu]'"}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make ``factory(graph_path, spec, threads)`` the backend called ``name``."""
+    _FACTORIES[name] = factory
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every backend a session can be asked for (registered, or registered on first use)."""
+    return tuple(dict.fromkeys([*_FACTORIES, *_MODULES]))
+
+
+def make_backend(name: str, graph_path: Path, spec: StreamModelSpec, threads: int) -> Backend:
+    """The backend ``name`` for ``graph_path``; an unknown or uninstallable one is a one-line error."""
+    if name not in _FACTORIES and name in _MODULES:
+        try:
+            importlib.import_module(_MODULES[name])
+        except ImportError:
+            raise BackendUnavailable(f"the {name} backend needs {_NEEDS[name]}") from None
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise UserError(f"unknown backend {name!r}: choose one of {', '.join(backend_names())}")
+    return factory(graph_path, spec, threads)
 
 
 class OnnxRuntimeBackend:
@@ -56,32 +99,8 @@ class OnnxRuntimeBackend:
         return dict(zip(names, values, strict=True))
 
 
-class TorchBackend:
-    """The PyTorch step module rebuilt from the checkpoint recorded in the sidecar (development)."""
-
-    def __init__(self, graph_path: Path, spec: StreamModelSpec, threads: int = 1) -> None:
-        try:
-            import torch
-        except ImportError:
-            raise BackendUnavailable("the torch backend needs PyTorch: pip install 'ssamba-stream[export]'") from None
-        from ..model.checkpoint import load_model
-        from ..model.streaming import StreamStep
-
-        source = spec.extra.get("source", {}).get("checkpoint")
-        if not source:
-            raise ModelFileError(f"{graph_path}'s sidecar names no source checkpoint: the torch backend needs one")
-        checkpoint = (Path(graph_path).parent / source).resolve()
-        torch.set_num_threads(threads)
-        self.torch = torch
-        self.step = StreamStep(load_model(checkpoint), block=spec.block_tokens, activation=spec.activation)
-        self.input_names = ["pcm", *(s.name for s in spec.state)]
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self.torch
-        with torch.no_grad():
-            values = self.step(*(torch.from_numpy(inputs[name]) for name in self.input_names))
-        names = [*OUTPUT_NAMES, *(f"{name}_out" for name in self.input_names[1:])]
-        return {name: value.numpy() for name, value in zip(names, values, strict=True)}
+register_backend("onnxruntime", lambda path, spec, threads: OnnxRuntimeBackend(path, spec, threads))
+register_backend("onnxruntime-cuda", lambda path, spec, threads: OnnxRuntimeBackend(path, spec, threads, device="cuda"))
 
 
 def _check_io(graph_path: Path, spec: StreamModelSpec, inputs: list[str], outputs: list[str]) -> None:

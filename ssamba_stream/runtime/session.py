@@ -13,10 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .backends import OUTPUT_NAMES, OnnxRuntimeBackend, TorchBackend
-from .spec import StreamModelSpec, load_spec
-
-BACKENDS = ("onnxruntime", "onnxruntime-cuda", "tensorrt", "torch")
+from .backends import OUTPUT_NAMES, make_backend
+from .spec import load_spec
 
 
 class InputError(UserError):
@@ -33,20 +31,6 @@ class SessionSnapshot:
     blocks: int
 
 
-def _make_backend(name: str, graph_path: Path, spec: StreamModelSpec, threads: int):
-    if name == "onnxruntime":
-        return OnnxRuntimeBackend(graph_path, spec, threads=threads)
-    if name == "onnxruntime-cuda":
-        return OnnxRuntimeBackend(graph_path, spec, threads=threads, device="cuda")
-    if name == "torch":
-        return TorchBackend(graph_path, spec, threads=threads)
-    if name == "tensorrt":
-        from .tensorrt_backend import TensorRTBackend
-
-        return TensorRTBackend(graph_path, spec)
-    raise UserError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
-
-
 class StreamingSession:
     """One or more concurrent audio streams through an exported step graph.
 
@@ -57,6 +41,8 @@ class StreamingSession:
     def __init__(self, model_path: str | Path, backend: str = "onnxruntime", streams: int = 1, threads: int = 1) -> None:
         if streams < 1:
             raise UserError(f"streams must be at least 1, got {streams}")
+        if not (isinstance(threads, int) and threads >= 1):
+            raise UserError(f"threads must be a whole number >= 1, got {threads!r}: e.g. --threads 1")
         self.model_path = Path(model_path)
         self.spec = load_spec(self.model_path)
         fixed = self.spec.extra.get("batch")
@@ -67,7 +53,7 @@ class StreamingSession:
             )
         self.streams = streams
         self.backend_name = backend
-        self.backend = _make_backend(backend, self.model_path, self.spec, threads)
+        self.backend = make_backend(backend, self.model_path, self.spec, threads)
         self.reset()
 
     @property

@@ -102,7 +102,7 @@ def load_spec(graph_path: str | Path) -> StreamModelSpec:
     )
     known = {"format", "task", "labels", "sample_rate", "block_tokens", "chunk_samples", "activation", "state", "detector", "fingerprint"}
     try:
-        return StreamModelSpec(
+        spec = StreamModelSpec(
             labels=tuple(document["labels"]),
             sample_rate=int(document["sample_rate"]),
             block_tokens=int(document["block_tokens"]),
@@ -116,6 +116,24 @@ def load_spec(graph_path: str | Path) -> StreamModelSpec:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path} lacks a valid field ({exc}): re-export the model") from None
+    _check_belongs(spec, graph_path, path)
+    return spec
+
+
+def _check_belongs(spec: StreamModelSpec, graph_path: Path, path: Path) -> None:
+    """The sidecar must be the one written with this graph, and agree with the model it records:
+    a sidecar from another export would relabel every event, a wrong rate silence them all."""
+    if spec.fingerprint != file_sha256(graph_path):
+        raise ModelFileError(
+            f"{path.name} was written for another graph than {graph_path.name} (fingerprint differs): "
+            f"keep the .json that ssamba-export wrote with this graph, or re-export both"
+        )
+    trained = spec.extra.get("model", {}).get("sample_rate", spec.sample_rate)
+    if trained != spec.sample_rate:
+        raise ModelFileError(
+            f"{path.name} says sample_rate {spec.sample_rate} but its model was trained at {trained} Hz: "
+            "restore the sidecar ssamba-export wrote, or re-export the model"
+        )
 
 
 def write_detector_defaults(graph_path: str | Path, detector: dict) -> None:

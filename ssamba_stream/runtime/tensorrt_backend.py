@@ -1,4 +1,6 @@
-"""TensorRT backend: runs a serialized engine (.plan) with cuda-python for device memory (no torch)."""
+"""TensorRT backend: runs a serialized engine (.plan) with cuda-python for device memory (no torch).
+
+Registers itself as ``tensorrt`` on import; tensorrt and cuda-python are imported when an engine is opened."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import BackendUnavailable, _check_io
+from .backends import BackendUnavailable, _check_io, register_backend
 from .spec import ModelFileError, StreamModelSpec
 
 
@@ -86,3 +88,6 @@ class TensorRTBackend:
     def __del__(self) -> None:
         for pointer, _ in getattr(self, "buffers", {}).values():
             self.cudart.cudaFree(pointer)
+
+
+register_backend("tensorrt", lambda path, spec, threads: TensorRTBackend(path, spec))
