@@ -33,7 +33,8 @@ class SessionSnapshot:
     blocks: int
 
 
-def _make_backend(name: str, graph_path: Path, spec: StreamModelSpec, threads: int):
+def make_backend(name: str, graph_path: Path, spec: StreamModelSpec, threads: int):
+    """The named backend loaded with ``graph_path`` (sessions and the multi-stream engine share it)."""
     if name == "onnxruntime":
         return OnnxRuntimeBackend(graph_path, spec, threads=threads)
     if name == "onnxruntime-cuda":
@@ -67,7 +68,7 @@ class StreamingSession:
             )
         self.streams = streams
         self.backend_name = backend
-        self.backend = _make_backend(backend, self.model_path, self.spec, threads)
+        self.backend = make_backend(backend, self.model_path, self.spec, threads)
         self.reset()
 
     @property
