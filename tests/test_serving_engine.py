@@ -27,7 +27,8 @@ def _as_format(audio: np.ndarray, rate: int, kind: str) -> np.ndarray:
     if kind == "int16":
         return np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
     if kind == "stereo-int32":
-        return (np.clip(np.stack([audio, audio * 0.5], axis=1), -1, 1) * (2**31 - 1)).astype(np.int32)
+        stereo = np.clip(np.stack([audio, audio * 0.5], axis=1), -1, 1).astype(np.float64)
+        return (stereo * (2**31 - 1)).astype(np.int32)
     return audio.astype(np.float32)
 
 
