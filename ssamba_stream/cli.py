@@ -30,6 +30,7 @@ from .cli_common import (
 )
 from .cli_evaluate import evaluate
 from .cli_mic import devices, mic
+from .cli_wyoming import wyoming
 from .errors import UserError, run_cli
 from .formats import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_document, safetensors_shapes
 
@@ -182,6 +183,7 @@ def stdin(
 app.command("mic")(mic)
 app.command("devices")(devices)
 app.command("evaluate")(evaluate)
+app.command("wyoming")(wyoming)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -95,8 +95,9 @@ class MultiStreamEngine:
     """Keyword spotting for any number of streams that join and leave at any time, batched per step.
 
     ``model`` defaults to the bundled model; it needs a free batch dimension to batch (a graph
-    exported for a fixed batch runs in groups of that size). ``detector`` overrides the model's
-    detector defaults for every stream.
+    exported for a fixed batch runs in groups of that size). ``threshold`` / ``thresholds`` (per
+    label), ``smoothing_blocks`` and ``refractory_seconds`` override the model's detector defaults
+    for every stream, as in ``KeywordSpotter``.
     """
 
     def __init__(
@@ -105,13 +106,18 @@ class MultiStreamEngine:
         *,
         backend: str = "onnxruntime",
         threads: int = 1,
-        detector: DetectorConfig | None = None,
+        threshold: float | None = None,
+        thresholds: Mapping[str, float] | None = None,
+        smoothing_blocks: int | None = None,
+        refractory_seconds: float | None = None,
     ) -> None:
         self.model_path = resolve_model(model)
         self.spec = load_spec(self.model_path)
         if self.spec.task != "kws":
             raise UserError(f"{self.model_path.name} is a {self.spec.task} model, not a keyword spotter")
-        self.config = detector or DetectorConfig.from_sidecar(self.spec.detector)
+        self.config = DetectorConfig.from_sidecar(self.spec.detector).with_overrides(
+            threshold, thresholds, smoothing_blocks, refractory_seconds
+        )
         Detector(self.spec.labels, self.spec.block_seconds, self.config)  # one-line errors before any stream
         self.backend = make_backend(backend, self.model_path, self.spec, threads)
         self._fixed = self.spec.extra.get("batch")  # None: any number of streams per call
@@ -204,8 +210,7 @@ class MultiStreamEngine:
     def scatter(self, batch: Batch, outputs: dict[str, np.ndarray]) -> list[BlockResult]:
         """New state rows back into the streams' slots, posteriors through their detectors."""
         live = np.array([i for i, s in enumerate(batch.streams) if s.open], dtype=np.int64)
-        for stream in batch.streams:
-            stream.in_flight = False
+        self.release(batch)
         if not len(live):
             return []
         for name, axis in self._axes.items():
@@ -218,6 +223,12 @@ class MultiStreamEngine:
             results.append(BlockResult(stream, stream.blocks, posteriors, events))
             stream.blocks += 1
         return results
+
+    def release(self, batch: Batch) -> list[BlockResult]:
+        """Give up a batch (its graph call failed): its streams may step again, its blocks are lost."""
+        for stream in batch.streams:
+            stream.in_flight = False
+        return []
 
     def step(self, limit: int | None = None) -> list[BlockResult]:
         """One session call for every ready stream (at most ``limit``); [] when none is ready."""
