@@ -36,11 +36,15 @@ JsonOption = Annotated[bool, typer.Option("--json", help="one JSON object per re
 TopKOption = Annotated[int, typer.Option("--top-k", help="classify: labels per window")]
 EveryOption = Annotated[float, typer.Option("--every", help="classify: seconds between rankings")]
 ThreadsOption = Annotated[int, typer.Option(help="CPU threads for the model")]
+SaveActivationsOption = Annotated[
+    Path | None,
+    typer.Option("--save-activations", help="kws: save each event's audio here (WAV + activations.jsonl line)"),
+]
 
 
 def make_engine(task: str, model: Path | None, backend: str, threads: int, *, threshold: float | None,
                 thresholds: str, smoothing: int | None, refractory: float | None, top_k: int,
-                every: float):  # fmt: skip
+                every: float, save_activations: Path | None = None):  # fmt: skip
     """The spotter or classifier the mic, file and stdin commands share; the detector options
     (kws) override the model sidecar's defaults, None keeps them."""
     from .kws import parse_thresholds
@@ -50,10 +54,12 @@ def make_engine(task: str, model: Path | None, backend: str, threads: int, *, th
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}: use --task kws or --task classify")
     if task == "classify":
+        if save_activations is not None:
+            raise UserError("--save-activations saves keyword events: use it with --task kws")
         return StreamClassifier(model, backend=backend, threads=threads, top_k=top_k, every_seconds=every)
     return KeywordSpotter(model, backend=backend, threads=threads, threshold=threshold,
                           thresholds=parse_thresholds(thresholds), smoothing_blocks=smoothing,
-                          refractory_seconds=refractory)  # fmt: skip
+                          refractory_seconds=refractory, save_activations=save_activations)  # fmt: skip
 
 
 def print_results(results: Iterable, as_json: bool, source: str | None = None) -> int:

@@ -36,6 +36,7 @@ def wyoming(
         float, typer.Option("--max-wait-ms", help="longest a ready block waits for other clients' blocks to share a model call")
     ] = 50.0,
     threads: common.ThreadsOption = 1,
+    save_activations: common.SaveActivationsOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="log every client's connection problems")] = False,
 ) -> None:
     """Serve wake-word detection over the Wyoming protocol (Home Assistant) to any number of clients."""
@@ -49,6 +50,7 @@ def wyoming(
     server = WakeServer(
         served_models(model, model_dir), threads=threads, max_wait=max_wait_ms / 1000, threshold=threshold,
         thresholds=parse_thresholds(thresholds), smoothing_blocks=smoothing, refractory_seconds=refractory,
+        save_activations=save_activations,
     )  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(server, uri))

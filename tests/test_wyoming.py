@@ -286,3 +286,22 @@ def test_cli_serves_until_sigterm_and_bad_options_are_one_line():
     bad = subprocess.run([sys.executable, "-m", "ssamba_stream.cli", "wyoming", "--model-dir", "/nonexistent"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "not found" in bad.stderr
+
+
+def test_save_activations_keeps_each_detection_with_the_client_named(tmp_path):
+    from test_activations import check_saved
+
+    frames = _frames(16000, 2, 1)
+
+    async def body(port: int, server: WakeServer) -> tuple[list[Event], str]:
+        client = await Client.connect(port)
+        events = await client.replay(frames, 16000, 1024)
+        host, port_here = client.writer.get_extra_info("sockname")[:2]
+        name = f"{host}:{port_here}"
+        client.close()
+        return events, name
+
+    events, name = asyncio.run(_serving(body, save_activations=tmp_path / "saved"))
+    detections = [{"label": label, "time": ms / 1000} for label, ms in _detections(events)]
+    assert len(detections) == 6
+    check_saved(tmp_path / "saved", detections, name)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..activations import AudioHistory
 from ..errors import UserError
 from ..kws import Detector, DetectorConfig, Event
 from ..pcm import PcmAdapter
@@ -29,10 +30,13 @@ from ..spotter import resolve_model
 class EngineStream:
     """One stream in a ``MultiStreamEngine``: its input conversion, pending samples, detector and slot."""
 
-    def __init__(self, slot: int, adapter: PcmAdapter, detector: Detector, chunk_samples: int) -> None:
+    def __init__(
+        self, slot: int, adapter: PcmAdapter, detector: Detector, chunk_samples: int, history: AudioHistory | None
+    ) -> None:
         self.slot = slot
         self.adapter = adapter
         self.detector = detector
+        self.history = history  # the recent audio, kept when events are saved
         self.chunk_samples = chunk_samples
         self.blocks = 0  # blocks whose results were delivered
         self.open = True
@@ -69,6 +73,8 @@ class EngineStream:
 
     def _take_block(self) -> np.ndarray:
         block, self._pending = self._pending[: self.chunk_samples], self._pending[self.chunk_samples :]
+        if self.history is not None:  # kept as it goes into the model: it ends where the next event can
+            self.history.append(block)
         return block
 
 
@@ -136,9 +142,11 @@ class MultiStreamEngine:
         """The labels that can fire (the detector ignores the rest)."""
         return tuple(label for label in self.labels if label not in self.config.ignore)
 
-    def open(self, sample_rate: int | None = None, keywords: Sequence[str] | None = None) -> EngineStream:
+    def open(
+        self, sample_rate: int | None = None, keywords: Sequence[str] | None = None, history: AudioHistory | None = None
+    ) -> EngineStream:
         """A new stream at ``sample_rate`` (default: the model's), from zero state; ``keywords``
-        limits which keywords may fire for it (default: all)."""
+        limits which keywords may fire for it (default: all); ``history`` keeps its recent audio."""
         config = self.config
         if keywords is not None:
             unknown = sorted(set(keywords) - set(self.keywords))
@@ -152,7 +160,7 @@ class MultiStreamEngine:
         slot = heapq.heappop(self._free)
         for name, axis in self._axes.items():
             self._state[name][_index(axis, slot)] = 0.0
-        stream = EngineStream(slot, adapter, detector, self.spec.chunk_samples)
+        stream = EngineStream(slot, adapter, detector, self.spec.chunk_samples, history)
         self.streams.append(stream)
         return stream
 

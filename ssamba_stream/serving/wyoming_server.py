@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,6 +28,7 @@ from wyoming.ping import Ping, Pong
 from wyoming.wake import Detect, Detection, NotDetected
 
 from .. import __version__
+from ..activations import ActivationSaver
 from ..errors import UserError
 from ..runtime.spec import load_spec
 from .engine import BlockResult, EngineStream, MultiStreamEngine
@@ -46,6 +48,7 @@ class ServedModel:
     path: Path
     engine: MultiStreamEngine
     scheduler: BatchScheduler
+    saver: ActivationSaver | None
 
     @property
     def keywords(self) -> tuple[str, ...]:
@@ -56,8 +59,8 @@ class WakeServer:
     """The models, their schedulers and the clients' streams; ``serve`` accepts clients on a URI.
 
     ``threshold``, ``thresholds`` (per wake word, across the models), ``smoothing_blocks`` and
-    ``refractory_seconds`` override the models' detector defaults; ``on_events`` sees every block
-    that fired (e.g. to save the audio around it).
+    ``refractory_seconds`` override the models' detector defaults; ``save_activations`` (a folder)
+    keeps each detection's audio there as WAV with a JSON line naming the client.
     """
 
     def __init__(
@@ -70,11 +73,10 @@ class WakeServer:
         thresholds: Mapping[str, float] | None = None,
         smoothing_blocks: int | None = None,
         refractory_seconds: float | None = None,
-        on_events: Callable[[BlockResult], None] | None = None,
+        save_activations: Path | None = None,
     ) -> None:
         self.models: list[ServedModel] = []
         self.owners: dict[EngineStream, WakeConnection] = {}
-        self.on_events = on_events
         self.wake_words: dict[str, Path] = {}
         thresholds = dict(thresholds or {})
         for path in models:
@@ -90,7 +92,9 @@ class WakeServer:
                         "different servers (or ports)"
                     )
                 self.wake_words[word] = path
-            self.models.append(ServedModel(path, engine, BatchScheduler(engine, self._deliver, max_wait=max_wait)))
+            saver = None if save_activations is None else ActivationSaver(save_activations, path)
+            scheduler = BatchScheduler(engine, partial(self._deliver, saver), max_wait=max_wait)
+            self.models.append(ServedModel(path, engine, scheduler, saver))
         unknown = sorted(set(thresholds) - set(self.wake_words))
         if unknown:
             raise UserError(f"threshold given for {', '.join(unknown)}, not a wake word served here: use one of "
@@ -112,14 +116,14 @@ class WakeServer:
         for model in self.models:
             await model.scheduler.stop()
 
-    def _deliver(self, results: list[BlockResult]) -> None:
+    def _deliver(self, saver: ActivationSaver | None, results: list[BlockResult]) -> None:
         for result in results:
-            if result.events:
-                owner = self.owners.get(result.stream)
-                if owner is not None:
-                    owner.detected(result)
-                if self.on_events is not None:
-                    self.on_events(result)
+            owner = self.owners.get(result.stream)
+            if result.events and owner is not None:
+                owner.detected(result)
+                if saver is not None and result.stream.history is not None:
+                    for event in result.events:
+                        saver.save(event, result.stream.history, owner.name)
 
     async def serve(self, uri: str) -> asyncio.AbstractServer:
         """Listen on ``tcp://HOST:PORT`` or ``unix://PATH`` (port 0: any free port; see .sockets)."""
@@ -145,6 +149,7 @@ class WakeConnection:
         self.detections = 0
         self._outbox: asyncio.Queue[Event | None] = asyncio.Queue()
         self.peer = writer.get_extra_info("peername")
+        self.name = ":".join(map(str, self.peer)) if isinstance(self.peer, tuple) else "client"
 
     async def run(self) -> None:
         sender = asyncio.get_running_loop().create_task(self._send_loop())
@@ -218,7 +223,8 @@ class WakeConnection:
             wanted = None if self.names is None else [w for w in self.names if w in model.keywords]
             if wanted == []:
                 continue
-            stream = model.engine.open(audio.rate, wanted)
+            history = None if model.saver is None else model.saver.history(model.engine.spec.sample_rate)
+            stream = model.engine.open(audio.rate, wanted, history)
             self.server.owners[stream] = self
             self.streams.append((model, stream))
 
