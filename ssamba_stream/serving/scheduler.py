@@ -1,7 +1,7 @@
 """Steps a ``MultiStreamEngine`` from an asyncio server: batches what is ready, with a bounded wait.
 
-When a block is ready the scheduler waits at most ``max_wait`` seconds for the other streams that
-are still filling one, so that they share the session call, then runs the graph on a worker thread
+When a block is ready the scheduler waits for the other streams that are still filling one, so
+that they share the session call, but no block waits more than ``max_wait`` seconds for them; then runs the graph on a worker thread
 (the event loop keeps reading clients meanwhile) and hands the results to ``on_results``. Blocks
 that become ready while the graph runs go into the next step.
 """
@@ -9,6 +9,7 @@ that become ready while the graph runs go into the next step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,27 +63,29 @@ class BatchScheduler:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        since = loop.time()  # every ready block arrived after this
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            deadline = loop.time() + self.max_wait
-            while self.engine.ready and self._filling() and loop.time() < deadline:
+            if not self.engine.ready:
+                async with self._stepped:  # a stream may have ended: let drains re-check
+                    self._stepped.notify_all()
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), deadline - loop.time())
-                except asyncio.TimeoutError:
-                    break
+                await self._wake.wait()
+                since = loop.time()
+                continue
+            deadline = since + self.max_wait  # no block waits longer for company
+            while self._filling() and (left := deadline - loop.time()) > 0:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), left)
+            since = loop.time()
             batch = self.engine.gather(self.max_batch)
-            if batch is not None:
-                try:
-                    outputs = await loop.run_in_executor(self._executor, self.engine.run, batch)
-                except Exception:  # a failing graph call must not stop the server; its blocks are lost
-                    LOG.exception("session call failed for %d streams", len(batch.streams))
-                    outputs = None
-                results = self.engine.scatter(batch, outputs) if outputs is not None else self.engine.release(batch)
-                self.steps += 1
-                self.on_results(results)
-                if self.engine.ready:
-                    self._wake.set()
+            try:
+                outputs = await loop.run_in_executor(self._executor, self.engine.run, batch)
+                results = self.engine.scatter(batch, outputs)
+            except Exception:  # a failing graph call must not stop the server; its blocks are lost
+                LOG.exception("session call failed for %d streams", len(batch.streams))
+                results = self.engine.release(batch)
+            self.steps += 1
+            self.on_results(results)
             async with self._stepped:
                 self._stepped.notify_all()
