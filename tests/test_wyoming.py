@@ -305,3 +305,28 @@ def test_save_activations_keeps_each_detection_with_the_client_named(tmp_path):
     detections = [{"label": label, "time": ms / 1000} for label, ms in _detections(events)]
     assert len(detections) == 6
     check_saved(tmp_path / "saved", detections, name)
+
+
+def test_a_client_that_reads_nothing_is_cut_off_and_others_are_served():
+    frames = _frames(16000, 2, 1)
+
+    async def stall(port: int) -> int:
+        client = await Client.connect(port)
+        sent = 0
+        try:
+            while sent < 20000:  # answers pile up unread: the server gives up on this client
+                await asyncio.wait_for(client.send(Describe().event()), timeout=10)
+                sent += 1
+        except (ConnectionError, asyncio.TimeoutError):
+            pass
+        client.writer.transport.abort()
+        return sent
+
+    async def body(port: int, server: WakeServer) -> None:
+        good = await Client.connect(port)
+        sent, events = await asyncio.gather(stall(port), good.replay(frames, 16000, 1024))
+        assert sent < 20000, sent  # cut off
+        assert _detections(events) == _expected(frames, 16000, 1024)
+        good.close()
+
+    asyncio.run(_serving(body))

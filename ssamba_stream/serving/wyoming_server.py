@@ -12,7 +12,6 @@ disconnect ends that client only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -168,10 +167,11 @@ class WakeConnection:
         finally:
             self._end_streams()
             self._outbox.put_nowait(None)
-            with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+            try:
                 await asyncio.wait_for(sender, timeout=1.0)  # flush what is queued, unless the client stalls
-            sender.cancel()
-            self.writer.close()
+                self.writer.close()
+            except (asyncio.TimeoutError, ConnectionError):
+                self.writer.transport.abort()  # a client that reads nothing holds no buffers here
 
     def send(self, event: Event) -> None:
         if self._outbox.qsize() >= MAX_OUTBOX:  # the client reads nothing: cut it off, not the server
