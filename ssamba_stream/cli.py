@@ -17,6 +17,7 @@ from .cli_common import (
     JsonOption,
     ModelOption,
     RefractoryOption,
+    SaveActivationsOption,
     SmoothingOption,
     TaskOption,
     ThreadsOption,
@@ -31,6 +32,7 @@ from .cli_common import (
 )
 from .cli_evaluate import evaluate
 from .cli_mic import devices, mic
+from .cli_wyoming import wyoming
 from .errors import UserError, run_cli
 from .formats import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_document, safetensors_shapes
 
@@ -95,12 +97,14 @@ def file(
     top_k: TopKOption = 3,
     every: EveryOption = 1.0,
     threads: ThreadsOption = 1,
+    save_activations: SaveActivationsOption = None,
 ) -> None:
     """Run audio files through the streaming engine at full speed; each file is its own stream."""
     from .audio import iter_audio_blocks
 
     engine = make_engine(task, model, backend, threads, threshold=threshold, thresholds=thresholds,
-                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every)
+                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every,
+                         save_activations=save_activations)
     failures = []
     for path in paths:
         source = str(path) if len(paths) > 1 else None
@@ -166,6 +170,7 @@ def stdin(
     top_k: TopKOption = 3,
     every: EveryOption = 1.0,
     threads: ThreadsOption = 1,
+    save_activations: SaveActivationsOption = None,
 ) -> None:
     """Stream raw PCM from standard input, e.g. `arecord -f S16_LE -r 16000 | ssamba-stream stdin --rate 16000`."""
     if sample_format not in STDIN_FORMATS:
@@ -177,7 +182,8 @@ def stdin(
     if sys.stdin is None:  # started with standard input closed (`<&-`)
         raise UserError("standard input is closed: pipe raw PCM into it, e.g. arecord -f S16_LE -r 16000 | ssamba-stream stdin --rate 16000")
     engine = make_engine(task, model, backend, threads, threshold=threshold, thresholds=thresholds,
-                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every)
+                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every,
+                         save_activations=save_activations)
     count = 0
     frames = max(1, rate // 10)  # 100 ms reads: results appear with at most one read of delay
     say_conversion("stdin", rate, channels, engine.spec.sample_rate)
@@ -190,6 +196,7 @@ def stdin(
 app.command("mic")(mic)
 app.command("devices")(devices)
 app.command("evaluate")(evaluate)
+app.command("wyoming")(wyoming)
 
 
 def main() -> None:

@@ -37,6 +37,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="one JSON object per re
 TopKOption = Annotated[int, typer.Option("--top-k", help="classify: labels per window")]
 EveryOption = Annotated[float, typer.Option("--every", help="classify: seconds between rankings")]
 ThreadsOption = Annotated[int, typer.Option(help="CPU threads for the model")]
+SaveActivationsOption = Annotated[
+    Path | None,
+    typer.Option("--save-activations", help="kws: save each event's audio here (WAV + activations.jsonl line)"),
+]
 
 
 def _show_version(ctx: typer.Context, value: bool) -> None:
@@ -63,7 +67,7 @@ def add_version_option(app: typer.Typer) -> None:
 
 def make_engine(task: str, model: Path | None, backend: str, threads: int, *, threshold: float | None,
                 thresholds: str, smoothing: int | None, refractory: float | None, top_k: int,
-                every: float):  # fmt: skip
+                every: float, save_activations: Path | None = None):  # fmt: skip
     """The spotter or classifier the mic, file and stdin commands share; the detector options
     (kws) override the model sidecar's defaults, None keeps them."""
     from .kws import parse_thresholds
@@ -73,6 +77,8 @@ def make_engine(task: str, model: Path | None, backend: str, threads: int, *, th
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}: use --task kws or --task classify")
     if task == "classify":
+        if save_activations is not None:
+            raise UserError("--save-activations saves keyword events: use it with --task kws")
         classifier = StreamClassifier(model, backend=backend, threads=threads, top_k=top_k, every_seconds=every)
         if classifier.spec.task == "kws":
             typer.echo(f"note: {classifier.model_path.name} is a keyword model: ranking its labels per window as "
@@ -80,7 +86,7 @@ def make_engine(task: str, model: Path | None, backend: str, threads: int, *, th
         return classifier
     return KeywordSpotter(model, backend=backend, threads=threads, threshold=threshold,
                           thresholds=parse_thresholds(thresholds), smoothing_blocks=smoothing,
-                          refractory_seconds=refractory)  # fmt: skip
+                          refractory_seconds=refractory, save_activations=save_activations)  # fmt: skip
 
 
 def print_results(results: Iterable, as_json: bool, source: str | None = None) -> int:

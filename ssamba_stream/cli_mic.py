@@ -35,12 +35,14 @@ def mic(
     top_k: common.TopKOption = 3,
     every: common.EveryOption = 1.0,
     threads: common.ThreadsOption = 1,
+    save_activations: common.SaveActivationsOption = None,
 ) -> None:
     """Spot keywords live from a microphone until Ctrl-C (or --seconds); a summary goes to stderr."""
     if seconds is not None and seconds <= 0:
         raise UserError(f"--seconds must be positive, got {seconds}")
     engine = make_engine(task, model, backend, threads, threshold=threshold, thresholds=thresholds,
-                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every)
+                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every,
+                         save_activations=save_activations)
     count = 0
 
     def emit(results: list) -> None:

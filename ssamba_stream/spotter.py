@@ -23,6 +23,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from .activations import ActivationSaver, AudioHistory
 from .audio import iter_audio_blocks
 from .errors import UserError
 from .kws import Detector, DetectorConfig, Event
@@ -72,6 +73,7 @@ class _Engine(Generic[Result]):
             )
         self._adapter: PcmAdapter | None = None
         self.compute_seconds = 0.0
+        self.history: AudioHistory | None = None  # the recent audio, kept when events are saved
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -96,6 +98,8 @@ class _Engine(Generic[Result]):
         self.session.reset()
         self._adapter = None
         self.compute_seconds = 0.0
+        if self.history is not None:
+            self.history.clear()
 
     def _adapter_for(self, sample_rate: int | None) -> PcmAdapter:
         rate = self.spec.sample_rate if sample_rate is None else sample_rate
@@ -114,6 +118,8 @@ class _Engine(Generic[Result]):
         mono = adapter.convert(pcm)
         if last:
             mono = np.concatenate([mono, adapter.flush()])
+        if self.history is not None:
+            self.history.append(mono)
         started = time.perf_counter()
         posteriors = self.session.process(mono)
         self.compute_seconds += time.perf_counter() - started
@@ -147,6 +153,8 @@ class KeywordSpotter(_Engine[Event]):
 
     ``model`` defaults to the bundled 12-class model. ``threshold`` / ``thresholds`` (per label),
     ``smoothing_blocks`` and ``refractory_seconds`` override the model's detector defaults.
+    ``save_activations`` (a folder) keeps each event's audio there as WAV with a JSON line; each
+    ``reset`` starts a new stream number in those lines.
     """
 
     task = "kws"
@@ -161,19 +169,29 @@ class KeywordSpotter(_Engine[Event]):
         thresholds: Mapping[str, float] | None = None,
         smoothing_blocks: int | None = None,
         refractory_seconds: float | None = None,
+        save_activations: str | os.PathLike | None = None,
     ) -> None:
         super().__init__(model, backend, threads)
         config = DetectorConfig.from_sidecar(self.spec.detector).with_overrides(
             threshold, thresholds, smoothing_blocks, refractory_seconds
         )
         self.detector = Detector(self.labels, self.block_seconds, config)
+        self.saver = None if save_activations is None else ActivationSaver(save_activations, self.model_path)
+        if self.saver is not None:
+            self.history = self.saver.history(self.spec.sample_rate)
+        self.stream_number = 1  # which stream since construction (a reset after audio starts the next)
 
     def reset(self) -> None:
+        self.stream_number += self.seconds > 0
         super().reset()
         self.detector.reset()
 
     def _results(self, posteriors: np.ndarray) -> list[Event]:
-        return self.detector.update(posteriors)
+        events = self.detector.update(posteriors)
+        if self.saver is not None and self.history is not None:
+            for event in events:
+                self.saver.save(event, self.history, f"stream{self.stream_number}")
+        return events
 
 
 class StreamClassifier(_Engine[Ranking]):

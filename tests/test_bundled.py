@@ -28,6 +28,7 @@ def test_bundled_model_is_a_small_12_class_streaming_kws_model():
     assert spec.task == "kws"
     assert spec.labels == (*KEYWORDS, "_silence_", "_unknown_")
     assert spec.sample_rate == 16000 and spec.block_tokens == 8
+    assert spec.extra["batch"] is None  # one session serves any number of streams (ssamba_stream.serving)
     size = DEFAULT_MODEL.stat().st_size + DEFAULT_MODEL.with_suffix(".json").stat().st_size
     assert size < 5 * 2**20
 

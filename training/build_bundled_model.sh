@@ -43,7 +43,7 @@ OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" "$PY" training/train.py \
 OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" "$PY" training/train.py \
   --recipe training/recipes/kws-bundled-continuous-nearmiss-strong.yaml data.root="$WORK/sc12" \
   model.init_from="$WORK/run-continuous-nearmiss/final" --out "$WORK/run-continuous-nearmiss-strong"
-"$BIN/ssamba-export" onnx "$WORK/run-continuous-nearmiss-strong/final" --block 8 -o "$ASSET"
+"$BIN/ssamba-export" onnx "$WORK/run-continuous-nearmiss-strong/final" --block 8 --batch 0 -o "$ASSET"
 "$PY" training/stream_builder.py --data "$WORK/sc12" --split validation --minutes 180 --snr-db 10 --seed 5 \
   --out "$WORK/streams/val180.wav"
 "$BIN/ssamba-export" tune "$ASSET" --stream "$WORK/streams/val180.wav" --max-fa-per-hour 2

@@ -1,0 +1,1 @@
+"""Serving many streams at once: the batching engine and the Wyoming wake-word server (design §10)."""
