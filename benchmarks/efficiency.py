@@ -135,8 +135,14 @@ def measure(spec: dict) -> dict:
         peak = static + max(0, _peak_rss(method) - baseline)
     timed = times[spec["warmup"] :]
     return {
-        "status": "ok", "frames": frames, "median_s": statistics.median(timed), "runs_s": timed,
-        "peak_bytes": peak, "static_bytes": static, "memory_method": method, "threads": torch.get_num_threads(),
+        "status": "ok",
+        "frames": frames,
+        "median_s": statistics.median(timed),
+        "runs_s": timed,
+        "peak_bytes": peak,
+        "static_bytes": static,
+        "memory_method": method,
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
     }
@@ -229,8 +235,13 @@ def run_series(model: str, lengths: list[int], args: argparse.Namespace, log) ->
                 log(f"  {model}: {series.stop_reason}")
                 break
         spec = {
-            "model": model, "tokens": tokens, "runs": args.runs, "warmup": args.warmup, "device": args.device,
-            "depth": SMOKE_DEPTH if args.smoke else None, "memory_budget": args.memory_budget,
+            "model": model,
+            "tokens": tokens,
+            "runs": args.runs,
+            "warmup": args.warmup,
+            "device": args.device,
+            "depth": SMOKE_DEPTH if args.smoke else None,
+            "memory_budget": args.memory_budget,
         }
         point = {"model": model, "tokens": tokens, **run_point(spec, max(2 * args.time_budget, 120.0))}
         series.points.append(point)
@@ -238,7 +249,9 @@ def run_series(model: str, lengths: list[int], args: argparse.Namespace, log) ->
             series.stop_reason = f"stopped at {tokens} tokens: {point['status']}"
             log(f"  {model}: {series.stop_reason}")
             break
-        log(f"  {model:20s} {tokens:6d} tokens  {point['median_s']:9.4f} s  {point['peak_bytes'] / MIB:10.1f} MiB")
+        log(
+            f"  {model:20s} {tokens:6d} tokens  {point['median_s']:9.4f} s  {point['peak_bytes'] / MIB:10.1f} MiB"
+        )
     else:
         series.stop_reason = f"measured every length up to {lengths[-1]} tokens"
     return series
@@ -285,8 +298,19 @@ def markdown_table(all_series: list[Series]) -> str:
 
 
 CSV_FIELDS = [
-    "model", "tokens", "frames", "status", "median_s", "runs_s", "peak_mib", "static_mib", "memory_method",
-    "device", "device_name", "threads", "torch",
+    "model",
+    "tokens",
+    "frames",
+    "status",
+    "median_s",
+    "runs_s",
+    "peak_mib",
+    "static_mib",
+    "memory_method",
+    "device",
+    "device_name",
+    "threads",
+    "torch",
 ]
 
 
@@ -297,15 +321,20 @@ def write_csv(path: Path, all_series: list[Series], device: str) -> None:
         for series in all_series:
             for p in series.points:
                 ok = p["status"] == "ok"
-                writer.writerow({
-                    "model": p["model"], "tokens": p["tokens"], "status": p["status"], "device": device,
-                    "frames": p["tokens"] // FREQ_PATCHES * FRAMES_PER_TIME_PATCH,
-                    "median_s": f"{p['median_s']:.6f}" if ok else "",
-                    "runs_s": ";".join(f"{t:.6f}" for t in p["runs_s"]) if ok else "",
-                    "peak_mib": f"{p['peak_bytes'] / MIB:.2f}" if ok else "",
-                    "static_mib": f"{p['static_bytes'] / MIB:.2f}" if ok else "",
-                    **{k: p.get(k, "") for k in ("memory_method", "device_name", "threads", "torch")},
-                })
+                writer.writerow(
+                    {
+                        "model": p["model"],
+                        "tokens": p["tokens"],
+                        "status": p["status"],
+                        "device": device,
+                        "frames": p["tokens"] // FREQ_PATCHES * FRAMES_PER_TIME_PATCH,
+                        "median_s": f"{p['median_s']:.6f}" if ok else "",
+                        "runs_s": ";".join(f"{t:.6f}" for t in p["runs_s"]) if ok else "",
+                        "peak_mib": f"{p['peak_bytes'] / MIB:.2f}" if ok else "",
+                        "static_mib": f"{p['static_bytes'] / MIB:.2f}" if ok else "",
+                        **{k: p.get(k, "") for k in ("memory_method", "device_name", "threads", "torch")},
+                    }
+                )
 
 
 def write_plots(out: Path, all_series: list[Series]) -> list[Path]:
@@ -349,9 +378,13 @@ def summary_text(all_series: list[Series], args: argparse.Namespace) -> str:
         f"budgets: {args.memory_budget / GIB:.1f} GiB memory, {args.time_budget:.0f} s per point",
     ]
     notes += [f"{s.model}: {s.stop_reason}" for s in all_series]
-    return "# Inference efficiency: SSAMBA vs SSAST\n\n" + markdown_table(all_series) + "\n\n" + "\n".join(
-        f"- {n}" for n in notes
-    ) + "\n"
+    return (
+        "# Inference efficiency: SSAMBA vs SSAST\n\n"
+        + markdown_table(all_series)
+        + "\n\n"
+        + "\n".join(f"- {n}" for n in notes)
+        + "\n"
+    )
 
 
 # ---------------------------------------------------------------------------------- main
@@ -377,9 +410,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--time-budget", type=float, default=300.0, help="seconds per point (warm-up + runs)")
-    parser.add_argument("--memory-budget-gib", type=float, default=None,
-                        help="default: 80%% of available RAM (cpu), 90%% of GPU memory (cuda)")
-    parser.add_argument("--smoke", action="store_true", help=f"depth-{SMOKE_DEPTH} models at {SMOKE_TOKENS} tokens, 2 runs")
+    parser.add_argument(
+        "--memory-budget-gib",
+        type=float,
+        default=None,
+        help="default: 80%% of available RAM (cpu), 90%% of GPU memory (cuda)",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help=f"depth-{SMOKE_DEPTH} models at {SMOKE_TOKENS} tokens, 2 runs"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -403,13 +442,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--max-tokens {args.max_tokens} is below the first length (512)", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"lengths {lengths}; budgets {args.memory_budget / GIB:.1f} GiB, {args.time_budget:.0f} s per point", flush=True)
+    print(
+        f"lengths {lengths}; budgets {args.memory_budget / GIB:.1f} GiB, {args.time_budget:.0f} s per point",
+        flush=True,
+    )
     all_series = [run_series(model, lengths, args, lambda msg: print(msg, flush=True)) for model in MODELS]
     write_csv(args.out / "efficiency.csv", all_series, args.device)
     write_plots(args.out, all_series)
     text = summary_text(all_series, args)
     (args.out / "efficiency.md").write_text(text)
-    print("\n" + text + f"\nwritten to {args.out}/ (efficiency.md, efficiency.csv, time_vs_tokens.png, memory_vs_tokens.png)")
+    print(
+        "\n"
+        + text
+        + f"\nwritten to {args.out}/ (efficiency.md, efficiency.csv, time_vs_tokens.png, memory_vs_tokens.png)"
+    )
     return 0
 
 

@@ -70,14 +70,17 @@ def ensure_stream(config: StreamConfig) -> Path:
 def at(config: DetectorConfig, stream: StreamRun) -> OperatingPoint:
     """The detector at ``config`` over a scored stream."""
     events = stream.posteriors.events(config)
-    return operating_point(config.threshold, events, stream.keywords, stream.posteriors.seconds / 3600,
-                           DEFAULT_TOLERANCE)
+    return operating_point(
+        config.threshold, events, stream.keywords, stream.posteriors.seconds / 3600, DEFAULT_TOLERANCE
+    )
 
 
 def sweeps(stream: StreamRun, config: DetectorConfig) -> dict[int, list[OperatingPoint]]:
     """The threshold sweep at every smoothing the tuning chooses from."""
     return {
-        blocks: sweep(stream.posteriors, dataclasses.replace(config, smoothing_blocks=blocks), stream.keywords)
+        blocks: sweep(
+            stream.posteriors, dataclasses.replace(config, smoothing_blocks=blocks), stream.keywords
+        )
         for blocks in SMOOTHING_CHOICES
     }
 
@@ -88,7 +91,9 @@ def best_within(curves: dict[int, list[OperatingPoint]], budget: float) -> Opera
     return min(points, key=lambda p: (p.frr, p.fa_per_hour), default=None)
 
 
-def measure(args: argparse.Namespace, snr_db: float, shipped: DetectorConfig, keywords: tuple[str, ...]) -> SnrRow:
+def measure(
+    args: argparse.Namespace, snr_db: float, shipped: DetectorConfig, keywords: tuple[str, ...]
+) -> SnrRow:
     """One table row: streams at ``snr_db`` built with the model's ``keywords``, scored at its
     ``shipped`` detector, at the setting tuned on validation and at the test stream's best."""
 
@@ -152,7 +157,9 @@ def snr_list(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--snr-db takes comma-separated numbers or inf, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--snr-db takes comma-separated numbers or inf, got {text!r}"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,9 @@ class Interval:
     state_max: dict[str, float] = field(default_factory=dict)
 
 
-def stream_for(session: StreamingSession, minutes: float, interval_minutes: float, chunk_seconds: float = 0.1) -> list[Interval]:
+def stream_for(
+    session: StreamingSession, minutes: float, interval_minutes: float, chunk_seconds: float = 0.1
+) -> list[Interval]:
     """Stream ``minutes`` of audio; one Interval record every ``interval_minutes``."""
     rate = session.sample_rate
     chunk = int(chunk_seconds * rate)
@@ -58,7 +60,12 @@ def stream_for(session: StreamingSession, minutes: float, interval_minutes: floa
             blocks = session.blocks - blocks_before
             state = session.snapshot().state
             records.append(
-                Interval(streamed / 60, rss_mb(), 1e3 * elapsed / max(blocks, 1), {k: float(np.abs(v).max()) for k, v in state.items()})
+                Interval(
+                    streamed / 60,
+                    rss_mb(),
+                    1e3 * elapsed / max(blocks, 1),
+                    {k: float(np.abs(v).max()) for k, v in state.items()},
+                )
             )
             if not all(np.isfinite(v).all() for v in state.values()):
                 raise AssertionError(f"non-finite state after {streamed / 60:.1f} min")
@@ -68,7 +75,9 @@ def stream_for(session: StreamingSession, minutes: float, interval_minutes: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="exported .onnx (default: a freshly exported random ssamba-kws)")
+    parser.add_argument(
+        "--model", type=Path, help="exported .onnx (default: a freshly exported random ssamba-kws)"
+    )
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--interval", type=float, default=5.0, help="minutes between reports")
     parser.add_argument("--threads", type=int, default=1)
@@ -94,7 +103,11 @@ def main() -> None:
     print("| minute | RSS MiB | ms per block | " + " | ".join(f"max abs {n}" for n in names) + " |")
     print("|---" * (3 + len(names)) + "|")
     for r in records:
-        print(f"| {r.minute:.0f} | {r.rss_mb:.1f} | {r.block_ms:.3f} | " + " | ".join(f"{r.state_max[n]:.3g}" for n in names) + " |")
+        print(
+            f"| {r.minute:.0f} | {r.rss_mb:.1f} | {r.block_ms:.3f} | "
+            + " | ".join(f"{r.state_max[n]:.3g}" for n in names)
+            + " |"
+        )
     first, last = records[0], records[-1]
     print(
         f"RSS growth first to last interval: {last.rss_mb - first.rss_mb:+.1f} MiB; "

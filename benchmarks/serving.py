@@ -129,7 +129,8 @@ def main() -> None:
         cpu_b, lat_b, events_b, batch = batched(audio, arrivals, args.max_wait_ms / 1000)
         cpu_s, lat_s, events_s = per_stream(audio, arrivals)
         same = all(
-            [(e.time, e.label) for e in a] == [(e.time, e.label) for e in b] for a, b in zip(events_b, events_s, strict=True)
+            [(e.time, e.label) for e in a] == [(e.time, e.label) for e in b]
+            for a, b in zip(events_b, events_s, strict=True)
         )
         per_b, per_s = 1000 * cpu_b / count / audio_seconds, 1000 * cpu_s / count / audio_seconds
         print(f"| {count} | {per_b:.2f} | {per_s:.2f} | {per_s / per_b:.1f}x | {1000 * np.percentile(lat_b, 99):.0f} ms "

@@ -206,7 +206,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio streamed per measurement")
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument(
-        "--scan", nargs="+", default=["block"], choices=["block", "free"],
+        "--scan",
+        nargs="+",
+        default=["block"],
+        choices=["block", "free"],
         help="'block': the step graph's block scan; 'free' replaces it by a no-op to bound a fused kernel's gain",
     )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -215,13 +218,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.seconds, args.models = 2.0, ["ssamba-kws"]
-    print(f"device: {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}, torch {torch.__version__}")
+    print(
+        f"device: {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}, torch {torch.__version__}"
+    )
     print("| model | params | backend | scan | threads | stream RTF | p50 ms | p99 ms | 1 s window RTF | window p50 ms "
           "| compute ratio | MFLOP per s audio | % of peak |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     peaks: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for backend, name, form, threads in itertools.product(args.backends, args.models, args.scan, args.threads):
+        for backend, name, form, threads in itertools.product(
+            args.backends, args.models, args.scan, args.threads
+        ):
             missing = gpu_missing(backend)
             if missing:
                 print(f"| {name} | | {backend} | {form} | {threads} | skipped: {missing} |||||||||")
@@ -230,7 +237,9 @@ def main() -> None:
             key = ("gpu", 0) if on_gpu else ("cpu", threads)
             if key not in peaks:
                 peaks[key] = gpu_peak_flops() if on_gpu else measured_peak_flops(threads)
-                print(f"peak {key[0]} ({key[1]} threads): {peaks[key] / 1e9:.1f} GFLOP/s fp32 GEMM", flush=True)
+                print(
+                    f"peak {key[0]} ({key[1]} threads): {peaks[key] / 1e9:.1f} GFLOP/s fp32 GEMM", flush=True
+                )
             r = measure(name, MODELS[name], form, backend, threads, args.seconds, Path(tmp), peaks[key])
             print(
                 f"| {r['model']} | {r['params'] / 1e6:.2f}M | {backend} | {r['scan']} | {r['threads']} | "

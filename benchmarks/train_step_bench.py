@@ -26,7 +26,12 @@ from ssamba_training.config import load_recipe
 from ssamba_training.kws_stream import ContinuousObjective
 from ssamba_training.model_init import build_recipe_model
 
-RECIPE = Path(__file__).resolve().parents[1] / "training" / "recipes" / "kws-bundled-continuous-nearmiss-strong.yaml"
+RECIPE = (
+    Path(__file__).resolve().parents[1]
+    / "training"
+    / "recipes"
+    / "kws-bundled-continuous-nearmiss-strong.yaml"
+)
 SAMPLE_RATE = 16000
 
 

@@ -51,7 +51,9 @@ async def _client(port: int, frames: np.ndarray, expected: list, until: float, c
         await async_write_event(AudioStart(16000, 2, 1).event(), writer)
         started = time.monotonic()
         for n, start in enumerate(range(0, len(frames), STEP)):
-            await async_write_event(AudioChunk(16000, 2, 1, frames[start : start + STEP].tobytes()).event(), writer)
+            await async_write_event(
+                AudioChunk(16000, 2, 1, frames[start : start + STEP].tobytes()).event(), writer
+            )
             await asyncio.sleep(max(0.0, started + (n + 1) * STEP / 16000 - time.monotonic()))
         await async_write_event(AudioStop().event(), writer)
         await async_write_event(Ping().event(), writer)
@@ -67,7 +69,11 @@ async def _soak(port: int, pid: int, clients: int, seconds: float) -> dict:
     audio = load_audio(ROOT / "examples" / "keywords.wav", 16000)
     frames = np.round(np.clip(audio, -1, 1 - 2**-15) * 32768).astype(np.int16)[:, None]
     spotter = KeywordSpotter()
-    events = [e for start in range(0, len(frames), STEP) for e in spotter.process(frames[start : start + STEP], 16000)]
+    events = [
+        e
+        for start in range(0, len(frames), STEP)
+        for e in spotter.process(frames[start : start + STEP], 16000)
+    ]
     expected = [(e.label, round(e.time * 1000)) for e in events + spotter.finish()]
     counts = {"exact": 0, "wrong": 0}
     until = time.monotonic() + seconds

@@ -34,7 +34,9 @@ def load_audio(path: str | None, rate: int) -> np.ndarray:
     """A WAV file, or espeak-ng speech when no file is given, as mono float32 at ``rate``."""
     if path is None:
         if shutil.which("espeak-ng") is None:
-            sys.exit("stream_equivalence: espeak-ng is missing: apt-get install espeak-ng, or pass a WAV file")
+            sys.exit(
+                "stream_equivalence: espeak-ng is missing: apt-get install espeak-ng, or pass a WAV file"
+            )
         with tempfile.NamedTemporaryFile(suffix=".wav") as wav:
             subprocess.run(["espeak-ng", "-w", wav.name, TEXT], check=True)
             audio, source_rate = sf.read(wav.name, dtype="float32", always_2d=True)
@@ -71,7 +73,9 @@ def main() -> None:
 
     seconds = audio.numel() / frontend.sample_rate
     diff = (streamed - offline[:, : streamed.shape[1]]).abs().max().item()
-    print(f"audio: {seconds:.1f} s, {streamed.shape[1]} of {offline.shape[1]} tokens streamed in whole blocks")
+    print(
+        f"audio: {seconds:.1f} s, {streamed.shape[1]} of {offline.shape[1]} tokens streamed in whole blocks"
+    )
     print(f"max |streaming - offline| over encoder features: {diff:.2e}")
     print(f"real-time factor (PyTorch eager, {torch.get_num_threads()} threads): {elapsed / seconds:.3f}")
 

@@ -32,8 +32,11 @@ def onnx(
         int | None, typer.Option(help="tokens per step (20 ms each); default: the checkpoint's")
     ] = None,
     scan: Annotated[
-        str, typer.Option(help="scan form for unidirectional layers: unrolled, cumsum (log-space) or segsum; "
-                      "bidirectional layers always use the channels-last block scan")
+        str,
+        typer.Option(
+            help="scan form for unidirectional layers: unrolled, cumsum (log-space) or segsum; "
+            "bidirectional layers always use the channels-last block scan"
+        ),
     ] = "unrolled",
     batch: Annotated[int, typer.Option(help="streams per call, fixed (faster); 0 = any number")] = 1,
     activation: Annotated[
@@ -90,7 +93,9 @@ def trt(
 
 @app.command()
 def tune(
-    model: Annotated[Path, typer.Argument(help="exported model (.onnx or .plan) whose sidecar gets the defaults")],
+    model: Annotated[
+        Path, typer.Argument(help="exported model (.onnx or .plan) whose sidecar gets the defaults")
+    ],
     stream: Annotated[Path, typer.Option(help="held-out labelled stream WAV (training/stream_builder.py)")],
     labels: Annotated[Path | None, typer.Option(help="its start,end,label CSV (default: STREAM.csv)")] = None,
     max_fa_per_hour: Annotated[float, typer.Option(help="false accepts per hour allowed")] = 1.0,

@@ -90,7 +90,9 @@ def export_onnx(
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
     if block is not None and block < 1:
-        raise UserError(f"block must be a positive number of tokens (20 ms each), got {block}: e.g. --block 8")
+        raise UserError(
+            f"block must be a positive number of tokens (20 ms each), got {block}: e.g. --block 8"
+        )
     if batch is not None and batch < 1:
         raise UserError(f"batch must be a positive number of streams (or None for any), got {batch}")
     if opset < 17:
@@ -125,7 +127,10 @@ def export_onnx(
     config = step.model.config
     labels = tuple(config.labels) or tuple(f"class_{i}" for i in range(config.num_classes))
     source_sha = file_sha256(checkpoint / "model.safetensors")
-    detector = previous_detector(output, source_sha, step.mode.block, labels) or untuned_detector(labels).to_sidecar()
+    detector = (
+        previous_detector(output, source_sha, step.mode.block, labels)
+        or untuned_detector(labels).to_sidecar()
+    )
     spec = StreamModelSpec(
         labels=labels,
         sample_rate=config.sample_rate,

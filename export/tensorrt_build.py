@@ -29,7 +29,11 @@ def _import_tensorrt():
 
 
 def build_engine(
-    onnx_path: str | Path, plan_path: str | Path, fp16: bool = False, workspace_mb: int = 1024, max_batch: int = 8
+    onnx_path: str | Path,
+    plan_path: str | Path,
+    fp16: bool = False,
+    workspace_mb: int = 1024,
+    max_batch: int = 8,
 ) -> Path:
     """Compile ``onnx_path`` to ``plan_path`` and write the plan's sidecar; returns the plan path."""
     trt = _import_tensorrt()
@@ -39,7 +43,9 @@ def build_engine(
     try:
         builder = trt.Builder(logger)
     except (RuntimeError, TypeError) as exc:  # raised when CUDA cannot initialise
-        raise UserError(f"TensorRT found no usable NVIDIA GPU ({exc}): build the engine on the device that will run it") from None
+        raise UserError(
+            f"TensorRT found no usable NVIDIA GPU ({exc}): build the engine on the device that will run it"
+        ) from None
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
@@ -75,8 +81,12 @@ def build_engine(
     document = spec.to_json()
     document["fingerprint"] = file_sha256(plan_path)
     document["export"] = {
-        **document.get("export", {}), "format": "tensorrt", "tensorrt": trt.__version__, "fp16": fp16,
-        "max_batch": max_batch, "onnx": onnx_path.name,
+        **document.get("export", {}),
+        "format": "tensorrt",
+        "tensorrt": trt.__version__,
+        "fp16": fp16,
+        "max_batch": max_batch,
+        "onnx": onnx_path.name,
     }
     sidecar_path(plan_path).write_text(json.dumps(document, indent=2) + "\n")
     return plan_path

@@ -24,7 +24,9 @@ class TorchBackend:
     def __init__(self, graph_path: Path, spec: StreamModelSpec, threads: int = 1) -> None:
         source = spec.extra.get("source", {}).get("checkpoint")
         if not source:
-            raise ModelFileError(f"{graph_path}'s sidecar names no source checkpoint: the torch backend needs one")
+            raise ModelFileError(
+                f"{graph_path}'s sidecar names no source checkpoint: the torch backend needs one"
+            )
         checkpoint = (Path(graph_path).parent / source).resolve()
         torch.set_num_threads(threads)
         self.step = StreamStep(load_model(checkpoint), block=spec.block_tokens, activation=spec.activation)

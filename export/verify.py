@@ -41,7 +41,9 @@ def test_signal(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.n
     return np.clip(audio, -1, 1).astype(np.float32)
 
 
-def stream_in_random_chunks(session: StreamingSession, audio: np.ndarray, seed: int = 0, max_chunk: int = 5000) -> np.ndarray:
+def stream_in_random_chunks(
+    session: StreamingSession, audio: np.ndarray, seed: int = 0, max_chunk: int = 5000
+) -> np.ndarray:
     """Logits (blocks, classes) of ``audio`` fed to ``session`` in chunks of 1..max_chunk samples."""
     rng = np.random.default_rng(seed)
     pieces, position = [], 0
@@ -53,13 +55,21 @@ def stream_in_random_chunks(session: StreamingSession, audio: np.ndarray, seed: 
 
 
 def max_logit_difference(
-    model_path: str | Path, checkpoint: str | Path, audio: np.ndarray, backend: str = "onnxruntime", seed: int = 0
+    model_path: str | Path,
+    checkpoint: str | Path,
+    audio: np.ndarray,
+    backend: str = "onnxruntime",
+    seed: int = 0,
 ) -> tuple[float, int]:
     """(max |streamed - offline| over all block logits, number of blocks compared)."""
     session = StreamingSession(model_path, backend=backend)
     streamed = stream_in_random_chunks(session, audio, seed)
     model = load_model(checkpoint).eval()
-    offline = offline_stream_logits(model, torch.from_numpy(audio)[None], session.spec.block_tokens)[0].numpy()
+    offline = offline_stream_logits(model, torch.from_numpy(audio)[None], session.spec.block_tokens)[
+        0
+    ].numpy()
     if streamed.shape != offline.shape:
-        raise AssertionError(f"streamed {streamed.shape} and offline {offline.shape} block logits differ in shape")
+        raise AssertionError(
+            f"streamed {streamed.shape} and offline {offline.shape} block logits differ in shape"
+        )
     return float(np.abs(streamed - offline).max()), streamed.shape[0]

@@ -54,16 +54,22 @@ class AudioHistory:
 class ActivationSaver:
     """Writes each event's audio to ``folder`` as WAV and appends its JSON line to ``activations.jsonl``."""
 
-    def __init__(self, folder: str | os.PathLike, model: str | os.PathLike, seconds: float = CLIP_SECONDS) -> None:
+    def __init__(
+        self, folder: str | os.PathLike, model: str | os.PathLike, seconds: float = CLIP_SECONDS
+    ) -> None:
         self.folder = Path(folder)
         self.model = Path(model).name
         self.seconds = seconds
         if self.folder.exists() and not self.folder.is_dir():
-            raise UserError(f"--save-activations {self.folder} is a file: give a folder for the WAVs and their log")
+            raise UserError(
+                f"--save-activations {self.folder} is a file: give a folder for the WAVs and their log"
+            )
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UserError(f"cannot create --save-activations folder {self.folder} ({exc.strerror}): pick another") from None
+            raise UserError(
+                f"cannot create --save-activations folder {self.folder} ({exc.strerror}): pick another"
+            ) from None
 
     def history(self, rate: int) -> AudioHistory:
         """What a stream must keep for this saver (a little more than a clip)."""

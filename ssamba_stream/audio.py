@@ -158,7 +158,8 @@ def _checked_source(path: Path, handle: BinaryIO) -> str | BinaryIO | _SizePatch
     handle.seek(0)
     if chunk is not None and chunk.declared not in _UNKNOWN_RIFF_SIZES and chunk.declared > chunk.available:
         raise BadAudioError(
-            path, f"truncated: the header declares {chunk.declared} bytes of audio but only {chunk.available} are present"
+            path,
+            f"truncated: the header declares {chunk.declared} bytes of audio but only {chunk.available} are present",
         )
     if chunk is not None and chunk.declared == 0 and chunk.available > 0:
         return _SizePatched(handle, chunk)

@@ -102,9 +102,19 @@ def file(
     """Run audio files through the streaming engine at full speed; each file is its own stream."""
     from .audio import iter_audio_blocks
 
-    engine = make_engine(task, model, backend, threads, threshold=threshold, thresholds=thresholds,
-                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every,
-                         save_activations=save_activations)
+    engine = make_engine(
+        task,
+        model,
+        backend,
+        threads,
+        threshold=threshold,
+        thresholds=thresholds,
+        smoothing=smoothing,
+        refractory=refractory,
+        top_k=top_k,
+        every=every,
+        save_activations=save_activations,
+    )
     failures = []
     for path in paths:
         source = str(path) if len(paths) > 1 else None
@@ -180,10 +190,22 @@ def stdin(
     if rate < 1:
         raise UserError(f"--rate must be a positive number of Hz, got {rate}")
     if sys.stdin is None:  # started with standard input closed (`<&-`)
-        raise UserError("standard input is closed: pipe raw PCM into it, e.g. arecord -f S16_LE -r 16000 | ssamba-stream stdin --rate 16000")
-    engine = make_engine(task, model, backend, threads, threshold=threshold, thresholds=thresholds,
-                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every,
-                         save_activations=save_activations)
+        raise UserError(
+            "standard input is closed: pipe raw PCM into it, e.g. arecord -f S16_LE -r 16000 | ssamba-stream stdin --rate 16000"
+        )
+    engine = make_engine(
+        task,
+        model,
+        backend,
+        threads,
+        threshold=threshold,
+        thresholds=thresholds,
+        smoothing=smoothing,
+        refractory=refractory,
+        top_k=top_k,
+        every=every,
+        save_activations=save_activations,
+    )
     count = 0
     frames = max(1, rate // 10)  # 100 ms reads: results appear with at most one read of delay
     say_conversion("stdin", rate, channels, engine.spec.sample_rate)

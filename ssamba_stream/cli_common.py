@@ -27,11 +27,15 @@ ThresholdOption = Annotated[
 ThresholdsOption = Annotated[str, typer.Option(help="per-keyword thresholds, e.g. yes=0.7,stop=0.6")]
 SmoothingOption = Annotated[
     int | None,
-    typer.Option("--smoothing", help="blocks the keyword posteriors are averaged over (default: the model's)"),
+    typer.Option(
+        "--smoothing", help="blocks the keyword posteriors are averaged over (default: the model's)"
+    ),
 ]
 RefractoryOption = Annotated[
     float | None,
-    typer.Option("--refractory", help="seconds after an event in which no keyword fires (default: the model's)"),
+    typer.Option(
+        "--refractory", help="seconds after an event in which no keyword fires (default: the model's)"
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="one JSON object per result line, for piping")]
 TopKOption = Annotated[int, typer.Option("--top-k", help="classify: labels per window")]
@@ -39,7 +43,9 @@ EveryOption = Annotated[float, typer.Option("--every", help="classify: seconds b
 ThreadsOption = Annotated[int, typer.Option(help="CPU threads for the model")]
 SaveActivationsOption = Annotated[
     Path | None,
-    typer.Option("--save-activations", help="kws: save each event's audio here (WAV + activations.jsonl line)"),
+    typer.Option(
+        "--save-activations", help="kws: save each event's audio here (WAV + activations.jsonl line)"
+    ),
 ]
 
 
@@ -79,7 +85,9 @@ def make_engine(task: str, model: Path | None, backend: str, threads: int, *, th
     if task == "classify":
         if save_activations is not None:
             raise UserError("--save-activations saves keyword events: use it with --task kws")
-        classifier = StreamClassifier(model, backend=backend, threads=threads, top_k=top_k, every_seconds=every)
+        classifier = StreamClassifier(
+            model, backend=backend, threads=threads, top_k=top_k, every_seconds=every
+        )
         if classifier.spec.task == "kws":
             typer.echo(f"note: {classifier.model_path.name} is a keyword model: ranking its labels per window as "
                        "asked (--task kws gives keyword events)", err=True)  # fmt: skip

@@ -33,7 +33,8 @@ def evaluate(
         Path, typer.Option("--stream", help="stream WAV (training/stream_builder.py writes one)")
     ],
     labels: Annotated[
-        Path | None, typer.Option("--labels", help="ground truth start,end,label[,word] CSV (default: STREAM.csv)")
+        Path | None,
+        typer.Option("--labels", help="ground truth start,end,label[,word] CSV (default: STREAM.csv)"),
     ] = None,
     model: ModelOption = None,
     backend: BackendOption = "onnxruntime",
@@ -59,9 +60,11 @@ def evaluate(
     detector = None
     if threshold is not None or thresholds or smoothing is not None or refractory is not None:
         spec = load_spec(resolve_model(model))
-        detector = DetectorConfig.from_sidecar(spec.detector).with_overrides(
-            threshold, parse_thresholds(thresholds), smoothing, refractory
-        ).for_labels(spec.labels)
+        detector = (
+            DetectorConfig.from_sidecar(spec.detector)
+            .with_overrides(threshold, parse_thresholds(thresholds), smoothing, refractory)
+            .for_labels(spec.labels)
+        )
     result = evaluate_stream(stream, labels or stream.with_suffix(".csv"), model, backend=backend,
                              tolerance=tolerance, detector=detector, progress=progress_printer(stream))  # fmt: skip
     det, table = folder / f"{stream.stem}_det.png", folder / f"{stream.stem}_sweep.csv"
@@ -70,7 +73,9 @@ def evaluate(
         write_sweep_csv(result, table)
     except OSError as exc:  # the folder changed under us: the result itself is not lost
         typer.echo(json.dumps(result.to_json(), indent=2) if json_output else result.summary())
-        raise UserError(f"could not write the report to {folder} ({exc.strerror}): the result above is complete") from None
+        raise UserError(
+            f"could not write the report to {folder} ({exc.strerror}): the result above is complete"
+        ) from None
     if json_output:
         typer.echo(json.dumps({**result.to_json(), "det_plot": str(det), "sweep_csv": str(table)}, indent=2))
     else:
@@ -97,10 +102,14 @@ def progress_printer(stream: Path) -> Callable[[float], None] | None:
 def writable_folder(folder: Path) -> Path:
     """``folder``, created if needed and checked writable before an hour of audio is evaluated."""
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {folder} is a file, not a folder: pass a folder for the DET plot and sweep CSV")
+        raise UserError(
+            f"--out {folder} is a file, not a folder: pass a folder for the DET plot and sweep CSV"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as exc:
-        raise UserError(f"cannot write to --out {folder} ({exc.strerror}): pass a folder you can write to") from None
+        raise UserError(
+            f"cannot write to --out {folder} ({exc.strerror}): pass a folder you can write to"
+        ) from None
     return folder

@@ -40,9 +40,19 @@ def mic(
     """Spot keywords live from a microphone until Ctrl-C (or --seconds); a summary goes to stderr."""
     if seconds is not None and seconds <= 0:
         raise UserError(f"--seconds must be positive, got {seconds}")
-    engine = make_engine(task, model, backend, threads, threshold=threshold, thresholds=thresholds,
-                         smoothing=smoothing, refractory=refractory, top_k=top_k, every=every,
-                         save_activations=save_activations)
+    engine = make_engine(
+        task,
+        model,
+        backend,
+        threads,
+        threshold=threshold,
+        thresholds=thresholds,
+        smoothing=smoothing,
+        refractory=refractory,
+        top_k=top_k,
+        every=every,
+        save_activations=save_activations,
+    )
     count = 0
 
     def emit(results: list) -> None:

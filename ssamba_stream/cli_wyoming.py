@@ -23,27 +23,38 @@ from .spotter import resolve_model
 
 
 def wyoming(
-    uri: Annotated[str, typer.Option(help="where to listen: tcp://HOST:PORT or unix://PATH")] = "tcp://0.0.0.0:10400",
+    uri: Annotated[
+        str, typer.Option(help="where to listen: tcp://HOST:PORT or unix://PATH")
+    ] = "tcp://0.0.0.0:10400",
     model: common.ModelOption = None,
     model_dir: Annotated[
-        Path | None, typer.Option("--model-dir", help="serve every keyword model (.onnx + .json sidecar) in this folder")
+        Path | None,
+        typer.Option("--model-dir", help="serve every keyword model (.onnx + .json sidecar) in this folder"),
     ] = None,
     threshold: common.ThresholdOption = None,
     thresholds: common.ThresholdsOption = "",
     smoothing: common.SmoothingOption = None,
     refractory: common.RefractoryOption = None,
     max_wait_ms: Annotated[
-        float, typer.Option("--max-wait-ms", help="longest a ready block waits for other clients' blocks to share a model call")
+        float,
+        typer.Option(
+            "--max-wait-ms",
+            help="longest a ready block waits for other clients' blocks to share a model call",
+        ),
     ] = 50.0,
     threads: common.ThreadsOption = 1,
     save_activations: common.SaveActivationsOption = None,
-    verbose: Annotated[bool, typer.Option("--verbose", help="log every client's connection problems")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="log every client's connection problems")
+    ] = False,
 ) -> None:
     """Serve wake-word detection over the Wyoming protocol (Home Assistant) to any number of clients."""
     try:
         from .serving.wyoming_server import WakeServer
     except ImportError:
-        raise UserError("the wyoming command needs the wyoming package: pip install 'ssamba-stream[serve]'") from None
+        raise UserError(
+            "the wyoming command needs the wyoming package: pip install 'ssamba-stream[serve]'"
+        ) from None
     if max_wait_ms < 0:
         raise UserError(f"--max-wait-ms must be >= 0, got {max_wait_ms}")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
@@ -81,7 +92,9 @@ def served_models(model: Path | None, model_dir: Path | None) -> list[Path]:
     if model_dir is None:
         return [resolve_model(model)]
     if not model_dir.is_dir():
-        raise UserError(f"--model-dir {model_dir} {absence(model_dir, directory=True)}: give the folder your .onnx models are in")
+        raise UserError(
+            f"--model-dir {model_dir} {absence(model_dir, directory=True)}: give the folder your .onnx models are in"
+        )
     found = [path for path in sorted(model_dir.rglob("*.onnx")) if sidecar_path(path).is_file()]
     models = [path for path in found if load_spec(path).task == "kws"]
     if not models:

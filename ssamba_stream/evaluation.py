@@ -175,11 +175,19 @@ class FalseAccept:
     said: str
 
     def to_json(self) -> dict[str, object]:
-        return {"time": round(self.time, 3), "label": self.label, "score": round(self.score, 4), "said": self.said}
+        return {
+            "time": round(self.time, 3),
+            "label": self.label,
+            "score": round(self.score, 4),
+            "said": self.said,
+        }
 
 
 def false_accepts(
-    events: Sequence[Event], occurrences: Sequence[Occurrence], keywords: Sequence[Occurrence], tolerance: float
+    events: Sequence[Event],
+    occurrences: Sequence[Occurrence],
+    keywords: Sequence[Occurrence],
+    tolerance: float,
 ) -> list[FalseAccept]:
     """The false accepts among ``events``, each with the word of ``occurrences`` (keywords and others)
     it fired on, or ``NOTHING_SAID``: which words a model confuses with its keywords."""
@@ -187,7 +195,9 @@ def false_accepts(
     result = []
     for event in match_events(events, keywords, tolerance).unmatched:
         word = spoken.latest(event.time)
-        result.append(FalseAccept(event.time, event.label, event.score, NOTHING_SAID if word is None else word.said))
+        result.append(
+            FalseAccept(event.time, event.label, event.score, NOTHING_SAID if word is None else word.said)
+        )
     return result
 
 
@@ -235,7 +245,9 @@ def operating_point(
 
 
 def _scored(threshold: float, matching: Matching, keywords: int, hours: float) -> OperatingPoint:
-    return OperatingPoint(threshold, keywords, matching.hits, matching.false_accepts, matching.wrong_label, hours)
+    return OperatingPoint(
+        threshold, keywords, matching.hits, matching.false_accepts, matching.wrong_label, hours
+    )
 
 
 @dataclass(frozen=True)
@@ -345,7 +357,9 @@ class StreamEvaluation:
                 f"FRR at <= 1 FA/h: {best.frr:.1%} (threshold {best.threshold:.2f}, {best.fa_per_hour:.2f} FA/h)"
             )
         if self.default_false_accepts:
-            lines.append(f"false accepts at the {self.setting}, by what was said: {self.false_accept_sources()}")
+            lines.append(
+                f"false accepts at the {self.setting}, by what was said: {self.false_accept_sources()}"
+            )
         met = best is not None and best.frr <= TARGET_FRR
         lines.append(
             f"target FRR <= {TARGET_FRR:.0%} at <= {TARGET_FA_PER_HOUR:g} FA/h: {'met' if met else 'not met'}"
@@ -371,8 +385,10 @@ class StreamEvaluation:
             "default": self.default.to_json(),
             "detector": self.detector.to_sidecar(),
             "detector_given": self.given,
-            "misses_by_keyword": {label: {"missed": missed, "occurrences": total}
-                                  for label, missed, total in self.misses_by_keyword},  # fmt: skip
+            "misses_by_keyword": {
+                label: {"missed": missed, "occurrences": total}
+                for label, missed, total in self.misses_by_keyword
+            },  # fmt: skip
             "default_false_accepts": [fa.to_json() for fa in self.default_false_accepts],
             "frr_at_1_fa_per_hour": None if best is None else best.to_json(),
             "sweep": [p.to_json() for p in self.sweep],
@@ -483,7 +499,9 @@ def _keyword_options(
     which walks every event, is slowest)."""
     options: dict[str, list[_Option]] = {}
     for label in (name for name in posteriors.labels if name not in config.ignore):
-        alone = dataclasses.replace(config, thresholds={}, ignore=tuple(n for n in posteriors.labels if n != label))
+        alone = dataclasses.replace(
+            config, thresholds={}, ignore=tuple(n for n in posteriors.labels if n != label)
+        )
         count = sum(o.label == label for o in keywords)
         options[label] = []
         for threshold in reversed(DEFAULT_THRESHOLDS):
@@ -588,7 +606,9 @@ def tune_posteriors(
         if per_keyword:
             found = _per_keyword_config(posteriors, config, keywords, tolerance, max_fa_per_hour)
             if found is not None:
-                candidates.append((found[1].frr, found[1].false_accepts, -found[1].threshold, blocks, 1, *found))
+                candidates.append(
+                    (found[1].frr, found[1].false_accepts, -found[1].threshold, blocks, 1, *found)
+                )
     if not candidates:
         raise UserError(
             f"no setting reaches {max_fa_per_hour:g} FA/h on {stream}: allow more (--max-fa-per-hour) or "
@@ -642,6 +662,12 @@ def plot_det(result: StreamEvaluation, path: str | os.PathLike) -> None:
     figure, axes = det_axes(title, max(fa))
     axes.plot(fa, frr, "o-", ms=3, label="thresholds")
     d = result.default
-    axes.plot(d.fa_per_hour, 100 * d.frr, "s", color="tab:orange", label=f"default ({describe_thresholds(result.detector)})")
+    axes.plot(
+        d.fa_per_hour,
+        100 * d.frr,
+        "s",
+        color="tab:orange",
+        label=f"default ({describe_thresholds(result.detector)})",
+    )
     axes.legend(loc="best")
     figure.savefig(path, dpi=120)

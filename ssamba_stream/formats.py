@@ -16,7 +16,9 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-def read_json_document(path: Path, fmt: str, what: str, error: type[UserError], missing: str, fix: str) -> dict:
+def read_json_document(
+    path: Path, fmt: str, what: str, error: type[UserError], missing: str, fix: str
+) -> dict:
     """A JSON file that must hold ``{"format": fmt, ...}``; every failure is one ``error`` line."""
     try:
         document = json.loads(path.read_text())
@@ -33,13 +35,21 @@ def read_checkpoint_document(directory: str | Path) -> dict:
     """The parsed config.json of a checkpoint directory, checked to be ours."""
     path = Path(directory)
     if not path.is_dir():
-        hint = " (an official SSAMBA .pth file? pass it to train.py --init-from, or to import_official in Python)" if path.suffix == ".pth" else ""
+        hint = (
+            " (an official SSAMBA .pth file? pass it to train.py --init-from, or to import_official in Python)"
+            if path.suffix == ".pth"
+            else ""
+        )
         raise CheckpointError(
             f"checkpoint directory {path} {absence(path, directory=True)}{hint}: pass a checkpoint directory (config.json + model.safetensors, as training writes)"
         )
     return read_json_document(
-        path / CONFIG_FILE, CHECKPOINT_FORMAT, "an ssamba-stream checkpoint config", CheckpointError,
-        missing=f"{path} is not an ssamba-stream checkpoint", fix="re-save or re-export the checkpoint",
+        path / CONFIG_FILE,
+        CHECKPOINT_FORMAT,
+        "an ssamba-stream checkpoint config",
+        CheckpointError,
+        missing=f"{path} is not an ssamba-stream checkpoint",
+        fix="re-save or re-export the checkpoint",
     )
 
 
@@ -53,7 +63,9 @@ def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing: the checkpoint is incomplete") from None
     except (struct.error, json.JSONDecodeError, UnicodeDecodeError, MemoryError, OverflowError, ValueError):
-        raise CheckpointError(f"{path} is corrupt (unreadable safetensors header): re-save the checkpoint") from None
+        raise CheckpointError(
+            f"{path} is corrupt (unreadable safetensors header): re-save the checkpoint"
+        ) from None
     return {name: entry["shape"] for name, entry in header.items() if name != "__metadata__"}
 
 

@@ -80,7 +80,10 @@ class DetectorConfig:
 
     def checked(self) -> DetectorConfig:
         """Self, after one-line errors for values no detector can use."""
-        named = {"the threshold": self.threshold, **{f"the threshold for {k}": v for k, v in self.thresholds.items()}}
+        named = {
+            "the threshold": self.threshold,
+            **{f"the threshold for {k}": v for k, v in self.thresholds.items()},
+        }
         for name, value in named.items():
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise UserError(f"{name} must be a number between 0 and 1, got {value!r}")
@@ -156,7 +159,9 @@ class Detector:
             )
         window = self.config.smoothing_blocks
         history = np.concatenate([self._recent, posteriors])
-        events = self.update_smoothed(_window_means(history, len(self._recent), window))  # a row per new block
+        events = self.update_smoothed(
+            _window_means(history, len(self._recent), window)
+        )  # a row per new block
         self._recent = history[-(window - 1) :] if window > 1 else history[:0]
         return events
 

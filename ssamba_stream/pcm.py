@@ -26,7 +26,8 @@ def _check_float_range(pcm: np.ndarray) -> None:
     if peak > FAR_OUTSIDE:
         warnings.warn(
             f"float PCM reaches {peak:g}, far outside [-1, 1]: scale it (int16 values as floats: divide by 32768)",
-            InputWarning, stacklevel=5,
+            InputWarning,
+            stacklevel=5,
         )
 
 
@@ -69,7 +70,8 @@ class PcmAdapter:
             warnings.warn(
                 f"audio at {self.input_rate} Hz is upsampled to the model's {model_rate} Hz: it holds nothing above "
                 f"{self.input_rate // 2} Hz, so expect fewer detections (record at {model_rate} Hz or more)",
-                InputWarning, stacklevel=3,
+                InputWarning,
+                stacklevel=3,
             )
         self._resampler = (
             None

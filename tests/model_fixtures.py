@@ -15,7 +15,9 @@ def save_random_checkpoint(folder, labels: list[str], seed: int = 0, head_pool: 
     from ssamba_stream.model.registry import build_model
 
     torch.manual_seed(seed)
-    model = build_model("ssamba-kws", num_classes=len(labels), labels=labels, head_window=25, head_pool=head_pool)
+    model = build_model(
+        "ssamba-kws", num_classes=len(labels), labels=labels, head_window=25, head_pool=head_pool
+    )
     with torch.no_grad():
         model.mlp_head[1].weight.mul_(20)
         if head_pool == "attention":

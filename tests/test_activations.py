@@ -27,7 +27,12 @@ def check_saved(folder: Path, events: list[dict], stream: str) -> None:
     audio = load_audio(EXAMPLE, 16000)
     for line in lines:
         clip, rate = sf.read(folder / line["wav"], dtype="float32")
-        assert rate == 16000 and len(clip) == 32000 and line["stream"] == stream and line["model"] == "model.onnx"
+        assert (
+            rate == 16000
+            and len(clip) == 32000
+            and line["stream"] == stream
+            and line["model"] == "model.onnx"
+        )
         end = round(line["time"] * 16000)
         np.testing.assert_allclose(clip, audio[end - 32000 : end], atol=1 / 16000)
 
@@ -45,7 +50,9 @@ def test_save_activations_is_for_keyword_events_and_needs_a_folder(tmp_path):
     assert classify.returncode == 2 and "use it with --task kws" in classify.stderr
     (tmp_path / "file").write_text("")
     taken = _cli("file", str(EXAMPLE), "--save-activations", str(tmp_path / "file"))
-    assert taken.returncode == 2 and len(taken.stderr.strip().splitlines()) == 1 and "is a file" in taken.stderr
+    assert (
+        taken.returncode == 2 and len(taken.stderr.strip().splitlines()) == 1 and "is a file" in taken.stderr
+    )
 
 
 def test_history_keeps_the_last_seconds_by_stream_time():

@@ -86,7 +86,9 @@ def test_mixup_soft_labels_and_beta_lambda() -> None:
 
 
 def test_mixup_per_batch_uses_one_lambda() -> None:
-    _, soft = mixup(torch.randn(64, 8), torch.arange(64), num_classes=64, per_example=False, generator=seeded())
+    _, soft = mixup(
+        torch.randn(64, 8), torch.arange(64), num_classes=64, per_example=False, generator=seeded()
+    )
     lam = soft.diagonal()
     assert torch.allclose(lam, lam[0].expand(64))
 
@@ -97,7 +99,11 @@ def test_add_noise_and_roll() -> None:
     shifts = set()
     for example in range(64):
         # Which roll makes out - roll(fbank) a noise in [0, 0.1)?
-        fits = [s for s in range(-10, 10) if ((d := out[example] - fbank[example].roll(s, 0)) >= 0).all() and (d < 0.1).all()]
+        fits = [
+            s
+            for s in range(-10, 10)
+            if ((d := out[example] - fbank[example].roll(s, 0)) >= 0).all() and (d < 0.1).all()
+        ]
         assert len(fits) == 1
         shifts.add(fits[0])
     assert min(shifts) < -5 and max(shifts) > 5
@@ -112,7 +118,9 @@ def test_time_shift_moves_with_zero_fill() -> None:
         first, last = int(nonzero[0]), int(nonzero[-1])
         shift = first if first > 0 else last - 999
         assert -100 <= shift <= 100
-        torch.testing.assert_close(out[example], torch.nn.functional.pad(waveforms[example], (100, 100))[100 - shift : 1100 - shift])
+        torch.testing.assert_close(
+            out[example], torch.nn.functional.pad(waveforms[example], (100, 100))[100 - shift : 1100 - shift]
+        )
     assert torch.equal(out, time_shift(waveforms, 100, generator=seeded()))
 
 
@@ -125,7 +133,10 @@ def test_mix_background_reaches_the_requested_snr(snr: float) -> None:
     rng = np.random.default_rng(0)
     speechlike = torch.randn(16, 16000) * torch.linspace(0.01, 0.5, 16)[:, None]
     speechlike[:, :4000] = 0  # leading silence counts in the clip's power
-    noises = [rng.uniform(-1, 1, 40000).astype(np.float32), 0.1 * rng.standard_normal(9000).astype(np.float32)]
+    noises = [
+        rng.uniform(-1, 1, 40000).astype(np.float32),
+        0.1 * rng.standard_normal(9000).astype(np.float32),
+    ]
     out = mix_background(speechlike, noises, (snr, snr), probability=1.0, generator=seeded())
     added = out - speechlike
     assert (added.abs().sum(dim=1) > 0).all()

@@ -35,7 +35,14 @@ def test_block_scan_equals_reference_per_group(length, dt_scale):
     for k in range(groups):
         u_k, delta_k, B_k, C_k, z_k = (t[:, k].transpose(1, 2) for t in (u, delta, B, C, z))  # (b, x, L)
         want_y, want_last = selective_scan_ref(
-            u_k, delta_k, A[k].t(), B_k, C_k, D[k, 0], z=z_k, initial_state=h0[:, k].transpose(1, 2),
+            u_k,
+            delta_k,
+            A[k].t(),
+            B_k,
+            C_k,
+            D[k, 0],
+            z=z_k,
+            initial_state=h0[:, k].transpose(1, 2),
             return_last_state=True,
         )
         assert torch.allclose(y[:, k], want_y.transpose(1, 2), atol=1e-5, rtol=1e-5)

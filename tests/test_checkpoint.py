@@ -83,9 +83,13 @@ def test_load_rejects_weights_of_another_model(tmp_path):
     save_model(_kws(), tmp_path / "small")
     bigger = build_model("ssamba-kws", depth=2, num_classes=5)
     (tmp_path / "small" / "config.json").write_text(
-        json.dumps({"format": "ssamba-stream/checkpoint-v1", "config": bigger.config.to_dict(), "metadata": {}})
+        json.dumps(
+            {"format": "ssamba-stream/checkpoint-v1", "config": bigger.config.to_dict(), "metadata": {}}
+        )
     )
-    with pytest.raises(CheckpointError, match=r"'mlp_head.1.weight' has shape \(3, 96\), the model expects \(5, 96\)"):
+    with pytest.raises(
+        CheckpointError, match=r"'mlp_head.1.weight' has shape \(3, 96\), the model expects \(5, 96\)"
+    ):
         load_model(tmp_path / "small")
 
 
@@ -102,7 +106,12 @@ def test_official_pretrained_import_copies_every_tensor(tmp_path):
     torch.save(official, path)
     model, report = import_official(path)
     config = model.config
-    assert (config.embed_dim, config.depth, config.target_length, config.pair_layers) == (192, TINY_DEPTH, 1024, True)
+    assert (config.embed_dim, config.depth, config.target_length, config.pair_layers) == (
+        192,
+        TINY_DEPTH,
+        1024,
+        True,
+    )
     ours = model.state_dict()
     for key, value in official.items():
         short = key.removeprefix("module.")
@@ -128,7 +137,12 @@ def test_official_import_for_finetuning_resizes_and_reports():
     official = official_state_dict(192, TINY_DEPTH, task="pretrain")
     model, report = import_official_state(official, target_length=128, num_classes=12, ssl_heads=False)
     assert report.resized == ["v.pos_embed"]
-    assert sorted(report.initialised) == ["mlp_head.0.bias", "mlp_head.0.weight", "mlp_head.1.bias", "mlp_head.1.weight"]
+    assert sorted(report.initialised) == [
+        "mlp_head.0.bias",
+        "mlp_head.0.weight",
+        "mlp_head.1.bias",
+        "mlp_head.1.weight",
+    ]
     assert "mask_embed" in report.ignored and "cpredlayer.2.weight" in report.ignored
     expected = resize_pos_embed(official["module.v.pos_embed"], 1, (8, 64), (8, 8))
     assert torch.equal(model.v.pos_embed.detach(), expected)

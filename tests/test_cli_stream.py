@@ -253,19 +253,26 @@ def test_stdin_closed_is_a_one_line_error(random_kws_model):
     """`ssamba-stream stdin <&-` starts Python without sys.stdin: say so instead of an AttributeError."""
     result = subprocess.run(
         [*CLI, "stdin", "--rate", "16000", "--model", str(random_kws_model)],
-        stdin=subprocess.DEVNULL, capture_output=True, timeout=300, preexec_fn=lambda: os.close(0),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=300,
+        preexec_fn=lambda: os.close(0),
     )
     assert_one_line_error(result, "standard input is closed")
 
 
 def test_standard_input_and_pipes_are_audio_files(random_kws_model, reference_wav, low_threshold):
     """`file -` and `file /dev/stdin` read a piped recording; /dev/null is empty, not 'not found'."""
-    expected = json_lines(run_cli("file", reference_wav, "--model", random_kws_model, "--json", *low_threshold))
+    expected = json_lines(
+        run_cli("file", reference_wav, "--model", random_kws_model, "--json", *low_threshold)
+    )
     for name in ("-", "/dev/stdin"):
         piped = run_cli("file", name, "--model", random_kws_model, "--json", *low_threshold,
                         stdin=reference_wav.read_bytes())  # fmt: skip
         assert json_lines(piped) == expected, name
-    assert_one_line_error(run_cli("file", "/dev/null", "--model", random_kws_model), "/dev/null", "empty (0 bytes)")
+    assert_one_line_error(
+        run_cli("file", "/dev/null", "--model", random_kws_model), "/dev/null", "empty (0 bytes)"
+    )
 
 
 @pytest.mark.parametrize("placeholder", [0, 0xFFFFFFFF])
@@ -277,8 +284,14 @@ def test_a_wav_whose_header_size_is_a_placeholder_holds_its_audio(random_kws_mod
     data[size_at : size_at + 4] = placeholder.to_bytes(4, "little")
     streamed = tmp_path / "streamed.wav"
     streamed.write_bytes(bytes(data))
-    expected = json_lines(run_cli("file", reference_wav, "--model", random_kws_model, "--json", *low_threshold))
-    assert expected and json_lines(run_cli("file", streamed, "--model", random_kws_model, "--json", *low_threshold)) == expected
+    expected = json_lines(
+        run_cli("file", reference_wav, "--model", random_kws_model, "--json", *low_threshold)
+    )
+    assert (
+        expected
+        and json_lines(run_cli("file", streamed, "--model", random_kws_model, "--json", *low_threshold))
+        == expected
+    )
 
 
 def test_api_refuses_channels_first_arrays_and_warns_once_on_unscaled_floats(random_kws_model, audio):
@@ -311,7 +324,9 @@ def test_help_shows_flags_bare_and_version_is_an_option():
         assert "--json" in text and "<bool>" not in text, text
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.decode().split()[-1] == __version__
-    export = subprocess.run([sys.executable, "-m", "ssamba_export.cli", "--version"], capture_output=True, text=True)
+    export = subprocess.run(
+        [sys.executable, "-m", "ssamba_export.cli", "--version"], capture_output=True, text=True
+    )
     assert export.returncode == 0 and export.stdout.split()[-1] == __version__, export.stderr
 
 

@@ -80,8 +80,15 @@ def test_stereo_is_downmixed_to_the_channel_mean(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "subtype"),
-    [("a.wav", "PCM_16"), ("a.wav", "PCM_24"), ("a.wav", "PCM_32"), ("a.wav", "FLOAT"),
-     ("a.wav", "DOUBLE"), ("a.flac", "PCM_16"), ("a.flac", "PCM_24")],
+    [
+        ("a.wav", "PCM_16"),
+        ("a.wav", "PCM_24"),
+        ("a.wav", "PCM_32"),
+        ("a.wav", "FLOAT"),
+        ("a.wav", "DOUBLE"),
+        ("a.flac", "PCM_16"),
+        ("a.flac", "PCM_24"),
+    ],
 )
 def test_sample_formats_decode_to_the_same_float_audio(tmp_path: Path, name: str, subtype: str) -> None:
     reference = sine(440.0, 0.2, SR, 0.7)
@@ -120,8 +127,15 @@ def make_bad_file(tmp_path: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize(
     ("kind", "problem"),
-    [("nan", "NaN"), ("inf", "infinite"), ("empty", "no samples"), ("cut.wav", "truncated"),
-     ("cut.flac", "truncated"), ("text", "not a readable audio file"), ("missing", "file not found")],
+    [
+        ("nan", "NaN"),
+        ("inf", "infinite"),
+        ("empty", "no samples"),
+        ("cut.wav", "truncated"),
+        ("cut.flac", "truncated"),
+        ("text", "not a readable audio file"),
+        ("missing", "file not found"),
+    ],
 )
 def test_bad_files_raise_bad_audio_error_naming_the_file(tmp_path: Path, kind: str, problem: str) -> None:
     path = make_bad_file(tmp_path, kind)
@@ -190,7 +204,9 @@ def test_speech_commands_35_splits_follow_the_lists(sc_root: Path) -> None:
 
 
 def test_speech_commands_12_class_mapping_and_proportions(sc_root: Path) -> None:
-    dataset = SpeechCommands(sc_root, "train", "12", keywords=KEYWORDS, unknown_percentage=30, silence_percentage=20)
+    dataset = SpeechCommands(
+        sc_root, "train", "12", keywords=KEYWORDS, unknown_percentage=30, silence_percentage=20
+    )
     assert dataset.labels == ["yes", "no", "up", "_silence_", "_unknown_"]
     counts = np.bincount([label for _, label in dataset.items], minlength=5)
     n_keyword = len(KEYWORDS) * 7
@@ -204,7 +220,9 @@ def test_speech_commands_12_class_mapping_and_proportions(sc_root: Path) -> None
             assert folder == "_background_noise_"
         else:
             assert folder == KEYWORDS[label]
-    again = SpeechCommands(sc_root, "train", "12", keywords=KEYWORDS, unknown_percentage=30, silence_percentage=20)
+    again = SpeechCommands(
+        sc_root, "train", "12", keywords=KEYWORDS, unknown_percentage=30, silence_percentage=20
+    )
     assert again.items == dataset.items
     other_seed = SpeechCommands(
         sc_root, "train", "12", keywords=KEYWORDS, unknown_percentage=30, silence_percentage=20, seed=1
@@ -221,7 +239,9 @@ def test_label_fraction_keeps_a_seeded_share_of_every_class(sc_root: Path) -> No
     overrides = [f"data.root={sc_root}", "data.keywords=['yes','no','up']", "data.label_fraction=0.3"]
     recipe = load_recipe(RECIPES / "kws-stream.yaml", overrides)
     train = build_splits(recipe, target_length=98).train
-    full = SpeechCommands(sc_root, "train", "12", keywords=KEYWORDS, unknown_percentage=10, silence_percentage=10)
+    full = SpeechCommands(
+        sc_root, "train", "12", keywords=KEYWORDS, unknown_percentage=10, silence_percentage=10
+    )
     assert isinstance(train, LabelledFraction) and train.labels == full.labels
     full_counts = np.bincount([label for _, label in full.items], minlength=5)
     kept = [train[i] for i in range(len(train))]
@@ -230,7 +250,9 @@ def test_label_fraction_keeps_a_seeded_share_of_every_class(sc_root: Path) -> No
     assert {item.path for item in kept} <= {path for path, _ in full.items}
     again = build_splits(recipe, target_length=98).train
     assert again.indices == train.indices
-    reseeded = build_splits(load_recipe(RECIPES / "kws-stream.yaml", [*overrides, "seed=5"]), target_length=98).train
+    reseeded = build_splits(
+        load_recipe(RECIPES / "kws-stream.yaml", [*overrides, "seed=5"]), target_length=98
+    ).train
     assert reseeded.indices != train.indices
 
 
@@ -242,7 +264,9 @@ def unknown_words_drawn(dataset: SpeechCommands) -> list[str]:
 def test_unknown_word_weights_draw_the_named_words_more_often(sc_root: Path) -> None:
     common = dict(keywords=KEYWORDS, unknown_percentage=30, silence_percentage=0)
     plain = unknown_words_drawn(SpeechCommands(sc_root, "train", "12", **common))
-    weighted = unknown_words_drawn(SpeechCommands(sc_root, "train", "12", unknown_word_weights={"cat": 1e6}, **common))
+    weighted = unknown_words_drawn(
+        SpeechCommands(sc_root, "train", "12", unknown_word_weights={"cat": 1e6}, **common)
+    )
     assert len(weighted) == len(plain) == 7  # ceil(0.3 * 21 keyword items)
     assert plain.count("cat") < 7 and weighted == ["cat"] * 7  # the train split has 7 "cat" files
     overrides = [f"data.root={sc_root}", "data.keywords=['yes','no','up']", "data.unknown_percentage=30",
@@ -260,7 +284,9 @@ def test_unknown_word_weights_draw_the_named_words_more_often(sc_root: Path) -> 
 
 def test_a_keyword_without_clips_is_refused_before_training(sc_root: Path) -> None:
     """A misspelt keyword used to train for minutes on a class with no examples; now it stops at once."""
-    with pytest.raises(UserError, match=r"keyword marvn has no clips in the train split .*words with clips there: .*cat"):
+    with pytest.raises(
+        UserError, match=r"keyword marvn has no clips in the train split .*words with clips there: .*cat"
+    ):
         SpeechCommands(sc_root, "train", "12", keywords=("yes", "marvn"))
 
 
@@ -325,7 +351,11 @@ def test_bad_files_are_skipped_through_a_dataloader(tmp_path: Path) -> None:
     runs = []
     for num_workers in (0, 2):
         loader = DataLoader(
-            dataset, batch_size=8, shuffle=True, num_workers=num_workers, collate_fn=collate_skipping_bad,
+            dataset,
+            batch_size=8,
+            shuffle=True,
+            num_workers=num_workers,
+            collate_fn=collate_skipping_bad,
             generator=torch.Generator().manual_seed(0),
         )
         report, batches = SkipReport(), []
@@ -351,7 +381,10 @@ def test_collate_of_only_bad_items_is_an_empty_batch() -> None:
     assert report.summary() == ""
     report.add(batch.skipped + [Skipped("a.wav", "broken")] + [Skipped(f"{n}.wav", "x") for n in range(30)])
     assert len(report) == 32
-    assert report.summary(max_listed=3) == "skipped 32 bad files: a.wav (broken), b.wav (broken), 0.wav (x), and 29 more"
+    assert (
+        report.summary(max_listed=3)
+        == "skipped 32 bad files: a.wav (broken), b.wav (broken), 0.wav (x), and 29 more"
+    )
     report.clear()
     assert len(report) == 0
 
@@ -368,7 +401,10 @@ def test_speech_commands_layout_errors(tmp_path: Path, sc_root: Path) -> None:
         SpeechCommands(tmp_path / "flat", "test")
     with pytest.raises(UserError, match="no _background_noise_/ audio"):
         SpeechCommands(tmp_path / "flat", "validation", "12", keywords=("yes",))
-    assert len(SpeechCommands(tmp_path / "flat", "validation", "12", keywords=("yes",), silence_percentage=0)) == 1
+    assert (
+        len(SpeechCommands(tmp_path / "flat", "validation", "12", keywords=("yes",), silence_percentage=0))
+        == 1
+    )
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "validation_list.txt").write_text("")
     (tmp_path / "empty" / "testing_list.txt").write_text("")
@@ -406,7 +442,11 @@ def test_folder_dataset(tmp_path: Path) -> None:
     (tmp_path / "empty_class").mkdir()
     dataset = FolderDataset(tmp_path, clip_samples=SR)
     assert dataset.labels == ["cat", "dog"] and len(dataset) == 3
-    assert [(Path(p).name, label) for p, label in dataset.items] == [("c.ogg", 0), ("a.flac", 1), ("b.wav", 1)]
+    assert [(Path(p).name, label) for p, label in dataset.items] == [
+        ("c.ogg", 0),
+        ("a.flac", 1),
+        ("b.wav", 1),
+    ]
     centre = dataset[2].waveform.numpy()
     np.testing.assert_array_equal(centre, load_audio(dataset.items[2][0])[SR // 2 : SR // 2 + SR])
     with pytest.raises(UserError, match="no class folders"):
@@ -451,7 +491,9 @@ def test_esc50_fold_selection(tmp_path: Path) -> None:
     assert train.labels == categories and len(train) == 12 and len(test) == 3
     assert {Path(p).name.split("-")[0] for p, _ in train.items} == {"1", "2", "3", "4"}
     assert [(Path(p).name, label) for p, label in test.items] == [
-        ("5-0-A-0.wav", 0), ("5-1-A-1.wav", 1), ("5-2-A-2.wav", 2)
+        ("5-0-A-0.wav", 0),
+        ("5-1-A-1.wav", 1),
+        ("5-2-A-2.wav", 2),
     ]
     assert test[0].waveform.shape == (5 * SR,)
     with pytest.raises(UserError, match="folds"):

@@ -22,13 +22,18 @@ def _load_script():
 
 def test_smoke_run_writes_outputs(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600
+        [sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     bench = _load_script()
     with open(tmp_path / "efficiency.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert {(r["model"], int(r["tokens"])) for r in rows} == {(m, t) for m in bench.MODELS for t in bench.SMOKE_TOKENS}
+    assert {(r["model"], int(r["tokens"])) for r in rows} == {
+        (m, t) for m in bench.MODELS for t in bench.SMOKE_TOKENS
+    }
     for row in rows:
         assert row["status"] == "ok", row
         assert float(row["median_s"]) > 0 and len(row["runs_s"].split(";")) == 2
@@ -36,7 +41,9 @@ def test_smoke_run_writes_outputs(tmp_path):
         assert int(row["frames"]) == int(row["tokens"]) // 8 * 16
     table = (tmp_path / "efficiency.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| tokens"))
-    data = [line for line in table.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    data = [
+        line for line in table.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+    ]
     assert len(data) == len(bench.SMOKE_TOKENS)
     assert all(len(line.split("|")) == len(header.split("|")) for line in data)
     assert "vs ssast-tiny-explicit: % faster" in header and "vs ssast-tiny-sdpa: % less memory" in header

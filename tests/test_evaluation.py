@@ -85,7 +85,10 @@ def test_false_accepts_name_the_word_they_fired_on() -> None:
     found = false_accepts(fired, words, [YES, yes_again], tolerance=1.0)
     # 2.0 s: a wrong keyword on "yes"; 3.5 s: on "town"; 4.3 s: in both windows, the later word counts
     assert [(fa.time, fa.label, fa.said) for fa in found] == [
-        (2.0, "no", "yes"), (3.5, "down", "town"), (4.3, "no", "yes"), (9.0, "yes", NOTHING_SAID)
+        (2.0, "no", "yes"),
+        (3.5, "down", "town"),
+        (4.3, "no", "yes"),
+        (9.0, "yes", NOTHING_SAID),
     ]
     assert match_events(fired, [YES, yes_again], tolerance=1.0).false_accepts == len(found)
 
@@ -163,10 +166,14 @@ def test_per_keyword_thresholds_beat_one_threshold_when_keywords_differ() -> Non
     base = DetectorConfig(smoothing_blocks=1)
     single, point = tune_posteriors(posteriors, base, words, max_fa_per_hour=1.0, smoothing=[1])
     assert single.thresholds == {} and point.false_accepts == 0 and point.frr == pytest.approx(0.5, abs=0.02)
-    tuned, best = tune_posteriors(posteriors, base, words, max_fa_per_hour=1.0, smoothing=[1], per_keyword=True)
+    tuned, best = tune_posteriors(
+        posteriors, base, words, max_fa_per_hour=1.0, smoothing=[1], per_keyword=True
+    )
     assert best.frr == 0.0 and best.false_accepts == 0
     assert tuned.thresholds["yes"] <= 0.35 and tuned.thresholds["no"] > 0.8
-    replayed = operating_point(tuned.threshold, posteriors.events(tuned), words, best.hours, DEFAULT_TOLERANCE)
+    replayed = operating_point(
+        tuned.threshold, posteriors.events(tuned), words, best.hours, DEFAULT_TOLERANCE
+    )
     assert replayed == best  # the stored defaults give exactly the reported point
 
 
@@ -366,7 +373,10 @@ def test_cli_end_to_end(stream: stream_builder.BuiltStream, model: Path, tmp_pat
     assert "defaults (threshold 0.50, smoothing 2): FRR" in result.stdout and "FA/h" in result.stdout
     missed = re.search(r"missed at the defaults, by keyword: (.*)", result.stdout).group(1)
     counts = {label: (int(m), int(n)) for label, m, n in re.findall(r"(\w+) (\d+)/(\d+)", missed)}
-    assert {label: n for label, (_, n) in counts.items()} == {"yes": stream.count("yes"), "no": stream.count("no")}
+    assert {label: n for label, (_, n) in counts.items()} == {
+        "yes": stream.count("yes"),
+        "no": stream.count("no"),
+    }
     assert "FRR at <= 1 FA/h" in result.stdout
     png = tmp_path / "report" / "s_det.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -426,7 +436,9 @@ def test_cli_detector_options_score_like_a_sidecar_holding_them(
     for key in ("default", "sweep", "default_false_accepts", "misses_by_keyword"):
         assert report[key] == from_sidecar[key], key
     assert report["default"]["false_accepts"] > 0  # the setting fires: the comparison above bites
-    text = run_cli("evaluate", "--stream", stream.wav, "--model", model, "--out", tmp_path, "--smoothing", "3")
+    text = run_cli(
+        "evaluate", "--stream", stream.wav, "--model", model, "--out", tmp_path, "--smoothing", "3"
+    )
     assert "given setting (threshold 0.50, smoothing 3): FRR" in text.stdout, text.stderr
 
 
@@ -458,7 +470,9 @@ def test_cli_bad_labels_exit_2_in_one_line(
         (("--thresholds", "marvin=0.5"), "marvin, not a label of this model"),
     ],
 )
-def test_cli_checks_its_options_before_evaluating(model: Path, tmp_path: Path, args: tuple, message: str) -> None:
+def test_cli_checks_its_options_before_evaluating(
+    model: Path, tmp_path: Path, args: tuple, message: str
+) -> None:
     """Bad --out or --thresholds fail at once, before the stream (absent here) is even opened."""
     result = run_cli("evaluate", "--stream", tmp_path / "absent.wav", "--model", model, *args)
     assert result.returncode == 2, result.stderr
@@ -545,7 +559,9 @@ def test_tune_stores_the_best_setting_in_the_sidecar(
 
 
 @needs_espeak
-def test_snr_benchmark_scores_the_same_words_at_each_noise_level(dataset: Path, model: Path, tmp_path: Path) -> None:
+def test_snr_benchmark_scores_the_same_words_at_each_noise_level(
+    dataset: Path, model: Path, tmp_path: Path
+) -> None:
     script = ROOT / "benchmarks" / "kws_snr.py"
     args = [sys.executable, str(script), "--data", dataset, "--model", model, "--snr-db", "inf,0",
             "--tune-minutes", "0.5", "--test-minutes", "0.5", "--max-fa-per-hour", "100000",
@@ -561,7 +577,9 @@ def test_snr_benchmark_scores_the_same_words_at_each_noise_level(dataset: Path, 
     with open(tmp_path / "snr.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [float(r["snr_db"]) for r in rows] == [float("inf"), 0.0]
-    assert any(float(r["tuned_frr"]) < 1 for r in rows)  # the random model fires somewhere: the check below bites
+    assert any(
+        float(r["tuned_frr"]) < 1 for r in rows
+    )  # the random model fires somewhere: the check below bites
     for row in rows:
         if float(row["tuned_fa_per_hour"]) <= 100000:  # the tuned setting is then one the in-sample best saw
             assert float(row["in_sample_frr"]) <= float(row["tuned_frr"])

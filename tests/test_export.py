@@ -155,7 +155,11 @@ def test_re_export_keeps_tuned_detector_defaults(checkpoint, tmp_path):
     """Re-exporting a checkpoint over its tuned export keeps the thresholds 'ssamba-export tune' chose."""
     out = tmp_path / "tuned.onnx"
     export_onnx(checkpoint, out)
-    tuned = {**json.loads(out.with_suffix(".json").read_text())["detector"], "threshold": 0.97, "smoothing_blocks": 6}
+    tuned = {
+        **json.loads(out.with_suffix(".json").read_text())["detector"],
+        "threshold": 0.97,
+        "smoothing_blocks": 6,
+    }
     write_detector_defaults(out, tuned)
     assert export_onnx(checkpoint, out).detector == tuned
     assert export_onnx(checkpoint, out, block=4).detector["threshold"] == 0.5  # another block: untuned again
@@ -285,7 +289,10 @@ def test_cli_exports_and_verifies(checkpoint, tmp_path):
 
 def test_cli_errors_are_one_line(tmp_path, exported, checkpoint):
     cases = [
-        (("onnx", str(checkpoint), "--block", "0", "-o", str(tmp_path / "x.onnx")), "block must be a positive"),
+        (
+            ("onnx", str(checkpoint), "--block", "0", "-o", str(tmp_path / "x.onnx")),
+            "block must be a positive",
+        ),
         (("onnx", str(tmp_path / "missing"), "-o", str(tmp_path / "x.onnx")), "not found"),
         (("onnx", str(tmp_path / "missing"), "-o", str(tmp_path / "x.txt")), "must end in .onnx"),
     ]

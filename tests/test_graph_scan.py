@@ -28,7 +28,9 @@ def _inputs(length: int, dt_scale: float, seed: int = 0):
 def test_graph_scans_match_reference(form, length, with_state):
     args = _inputs(length, 1.0)
     h0 = torch.randn(2, 6, 4) if with_state else None
-    want, want_last = selective_scan_ref(**args, delta_softplus=True, initial_state=h0, return_last_state=True)
+    want, want_last = selective_scan_ref(
+        **args, delta_softplus=True, initial_state=h0, return_last_state=True
+    )
     got, got_last = GRAPH_SCANS[form](**args, delta_softplus=True, initial_state=h0, return_last_state=True)
     assert torch.allclose(got, want, atol=1e-5) and torch.allclose(got_last, want_last, atol=1e-5)
 

@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from ssamba_stream.model.mamba import Mamba
 from ssamba_stream.model.scan_mode import ScanMode
 
-DIRECTION_PARAMS = [("conv1d", "conv1d_b"), ("x_proj", "x_proj_b"), ("dt_proj", "dt_proj_b"), ("A_log", "A_b_log"), ("D", "D_b")]
+DIRECTION_PARAMS = [
+    ("conv1d", "conv1d_b"),
+    ("x_proj", "x_proj_b"),
+    ("dt_proj", "dt_proj_b"),
+    ("A_log", "A_b_log"),
+    ("D", "D_b"),
+]
 
 
 def _mixer(seed: int = 0, **kwargs) -> Mamba:
@@ -31,9 +37,22 @@ def _shared_copy(source: Mamba, **kwargs) -> Mamba:
 def test_parameter_names_follow_mamba_ssm_and_vim():
     names = set(Mamba(32).state_dict())
     expected = {
-        "in_proj.weight", "out_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight",
-        "dt_proj.bias", "A_log", "D", "conv1d_b.weight", "conv1d_b.bias", "x_proj_b.weight", "dt_proj_b.weight",
-        "dt_proj_b.bias", "A_b_log", "D_b",
+        "in_proj.weight",
+        "out_proj.weight",
+        "conv1d.weight",
+        "conv1d.bias",
+        "x_proj.weight",
+        "dt_proj.weight",
+        "dt_proj.bias",
+        "A_log",
+        "D",
+        "conv1d_b.weight",
+        "conv1d_b.bias",
+        "x_proj_b.weight",
+        "dt_proj_b.weight",
+        "dt_proj_b.bias",
+        "A_b_log",
+        "D_b",
     }
     assert names == expected
     assert set(Mamba(32, bidirectional=False).state_dict()) == {n for n in expected if "_b" not in n}
@@ -104,7 +123,9 @@ def test_backward_sees_only_its_block_and_lookahead(block, ahead):
             assert torch.equal(mixer(changed, mode)[:, : (k + 1) * block], base[:, : (k + 1) * block])
         changed = x.clone()
         changed[:, end - 1] += 1.0  # the last token block k sees (its own or look-ahead)
-        assert not torch.allclose(mixer(changed, mode)[:, k * block : (k + 1) * block], base[:, k * block : (k + 1) * block])
+        assert not torch.allclose(
+            mixer(changed, mode)[:, k * block : (k + 1) * block], base[:, k * block : (k + 1) * block]
+        )
 
 
 @pytest.mark.parametrize("block,chunk", [(4, 4), (4, 12), (2, 6), (8, 8)])

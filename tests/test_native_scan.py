@@ -10,7 +10,8 @@ from ssamba_stream.model import native_scan
 from ssamba_stream.model.scan import selective_scan, selective_scan_ref
 
 pytestmark = pytest.mark.skipif(
-    not native_scan.native_scan_available(), reason="no C++ compiler or ninja: the native scan cannot be built"
+    not native_scan.native_scan_available(),
+    reason="no C++ compiler or ninja: the native scan cannot be built",
 )
 
 
@@ -86,7 +87,10 @@ def test_gradcheck_in_float64():
 
 
 def test_auto_picks_native_on_cpu():
-    args = {k: (None if v is None else v.detach()) for k, v in _inputs(2, 8, 4, 17, "variable", True, True, True).items()}
+    args = {
+        k: (None if v is None else v.detach())
+        for k, v in _inputs(2, 8, 4, 17, "variable", True, True, True).items()
+    }
     auto = selective_scan(**args, delta_softplus=True, impl="auto")
     native = selective_scan(**args, delta_softplus=True, impl="native")
     assert torch.equal(auto, native)
@@ -112,13 +116,17 @@ assert len(messages) == 1 and "SSAMBA_NATIVE_SCAN=0" in messages[0], messages
 print("ok")
 """
     env = {**__import__("os").environ, native_scan.ENV_VAR: "0"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 def test_native_rejects_cuda_style_misuse():
-    args = {k: (None if v is None else v.detach()) for k, v in _inputs(1, 4, 2, 3, "variable", False, False, False).items()}
+    args = {
+        k: (None if v is None else v.detach())
+        for k, v in _inputs(1, 4, 2, 3, "variable", False, False, False).items()
+    }
     args["A"] = args["A"][:3]
     with pytest.raises(ValueError, match="A must be"):
         native_scan.selective_scan_native(**args)
-

@@ -26,7 +26,11 @@ sys.meta_path.insert(0, _NoTorch())
 
 def _run_without_torch(code: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", BLOCK_TORCH + code, *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-c", BLOCK_TORCH + code, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
 
 
@@ -73,12 +77,13 @@ def test_base_install_does_not_require_torch():
         assert any(dep.startswith("torch") for dep in project["optional-dependencies"][extra])
 
 
-
 def test_the_torch_backend_lives_outside_the_runtime_and_says_what_it_needs(random_kws_model):
     """The runtime imports neither torch nor the model package; asking a torch-free install for the
     torch backend is one line naming the extra, not a traceback."""
     imports = re.compile(r"^\s*(from|import) (torch|\.\.model|ssamba_stream\.model)\b", re.MULTILINE)
-    assert not [p.name for p in (ROOT / "ssamba_stream" / "runtime").glob("*.py") if imports.search(p.read_text())]
+    assert not [
+        p.name for p in (ROOT / "ssamba_stream" / "runtime").glob("*.py") if imports.search(p.read_text())
+    ]
     code = (
         "from ssamba_stream.cli import main\n"
         "sys.argv = ['ssamba-stream', 'file', sys.argv[1], '--model', sys.argv[2], '--backend', 'torch']; main()"

@@ -51,7 +51,9 @@ def _chunks(audio: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
 def _reference(chunks: list[np.ndarray], rate: int, blocks: int | None = None):
     """Posteriors and events of an independent single-stream spotter fed the same chunks."""
     spotter = KeywordSpotter()
-    posteriors = [spotter.posteriors(chunk, rate) for chunk in chunks] + [spotter.posteriors(chunks[0][:0], rate, True)]
+    posteriors = [spotter.posteriors(chunk, rate) for chunk in chunks] + [
+        spotter.posteriors(chunks[0][:0], rate, True)
+    ]
     posteriors = np.concatenate(posteriors)[:blocks]
     return posteriors, detect(posteriors, spotter.labels, spotter.block_seconds, spotter.detector.config)
 
@@ -67,6 +69,7 @@ def test_streams_joining_and_leaving_get_what_independent_spotters_get():
     results: dict[int, list] = {i: [] for i in range(len(streams))}
     batch_sizes = []
     step = 0
+
     def feeding(i: int) -> bool:
         return i not in handles or (handles[i].open and not handles[i].finished)
 
@@ -149,4 +152,6 @@ def test_a_graph_with_a_fixed_batch_runs_in_groups(random_kws_model):
     for k, stream in enumerate(streams):
         spotter = KeywordSpotter(random_kws_model)
         want = spotter.posteriors(audio * (k + 1) / 3)
-        np.testing.assert_allclose(np.array([r.posteriors for r in results if r.stream is stream]), want, atol=1e-5)
+        np.testing.assert_allclose(
+            np.array([r.posteriors for r in results if r.stream is stream]), want, atol=1e-5
+        )

@@ -48,7 +48,9 @@ def test_config_json_round_trip_and_validation():
 
 
 def test_tokens_are_frequency_major_patches():
-    config = SSAMBAConfig(embed_dim=8, depth=2, fshape=16, tshape=16, fstride=16, tstride=16, target_length=64)
+    config = SSAMBAConfig(
+        embed_dim=8, depth=2, fshape=16, tshape=16, fstride=16, tstride=16, target_length=64
+    )
     model = SSAMBA(config)
     fbank = torch.randn(2, 64, 128)
     patches = model.patchify(fbank)
@@ -58,7 +60,9 @@ def test_tokens_are_frequency_major_patches():
     assert torch.equal(patches[:, f * 4 + t], expected)
     # the embedding is the same linear map of the same patch (targets and inputs line up for SSL)
     weight = model.v.patch_embed.proj.weight.reshape(8, 256)
-    assert torch.allclose(model.tokenize(fbank), patches @ weight.t() + model.v.patch_embed.proj.bias, atol=1e-5)
+    assert torch.allclose(
+        model.tokenize(fbank), patches @ weight.t() + model.v.patch_embed.proj.bias, atol=1e-5
+    )
 
 
 def test_frame_tokens_follow_time():
@@ -117,7 +121,10 @@ def test_attention_pool_starts_as_the_mean_and_learns_weights():
     fbank = torch.randn(2, 100, 128)
     mean = build_model("ssamba-kws", num_classes=3, drop_path=0.0).eval()
     attention = build_model("ssamba-kws", num_classes=3, drop_path=0.0, head_pool="attention").eval()
-    assert set(attention.state_dict()) - set(mean.state_dict()) == {"head_attention.weight", "head_attention.bias"}
+    assert set(attention.state_dict()) - set(mean.state_dict()) == {
+        "head_attention.weight",
+        "head_attention.bias",
+    }
     attention.load_state_dict({**attention.state_dict(), **mean.state_dict()})
     assert torch.allclose(attention(fbank), mean(fbank), atol=1e-6)  # zero scores: uniform weights
     hidden = attention.forward_features(fbank)
@@ -140,7 +147,9 @@ def test_mask_embedding_replaces_masked_tokens():
     model = build_model("ssamba-tiny", depth=2, ssl_heads=True).eval()
     a, b = torch.randn(1, 128, 128), torch.randn(1, 128, 128)
     all_masked = torch.ones(1, 64, dtype=torch.bool)
-    assert torch.allclose(model.forward_features(a, all_masked), model.forward_features(b, all_masked), atol=1e-6)
+    assert torch.allclose(
+        model.forward_features(a, all_masked), model.forward_features(b, all_masked), atol=1e-6
+    )
     some = torch.zeros(1, 64, dtype=torch.bool)
     some[0, :10] = True
     assert not torch.allclose(model.forward_features(a, some), model.forward_features(b, some))

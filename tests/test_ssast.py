@@ -37,19 +37,40 @@ def test_published_sizes(name):
     dim, heads = SIZES[name]
     model = build_model(name)
     assert isinstance(model, SSAST) and model.config.arch == "ssast"
-    assert _backbone_params(model) == BACKBONE[name] == 12 * (12 * dim**2 + 13 * dim) + 257 * dim + 2 * dim + 2 * dim
+    assert (
+        _backbone_params(model)
+        == BACKBONE[name]
+        == 12 * (12 * dim**2 + 13 * dim) + 257 * dim + 2 * dim + 2 * dim
+    )
     assert model.config.depth == 12 and model.config.num_heads == heads and model.config.grid == (8, 64)
     assert model.v.pos_embed.shape == (1, 2 + 512, dim)
 
 
 def test_parameter_names_follow_timm():
     names = list(build_model("ssast-tiny", depth=1, num_classes=2, ssl_heads=True).state_dict())
-    block = [f"v.blocks.0.{m}.{p}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2") for p in ("weight", "bias")]
+    block = [
+        f"v.blocks.0.{m}.{p}"
+        for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+        for p in ("weight", "bias")
+    ]
     heads = [f"{h}.{i}.{p}" for h in ("cpredlayer", "gpredlayer") for i in (0, 2) for p in ("weight", "bias")]
     assert sorted(names) == sorted(
-        ["v.cls_token", "v.dist_token", "v.pos_embed", "v.patch_embed.proj.weight", "v.patch_embed.proj.bias",
-         *block, "v.norm.weight", "v.norm.bias", "mlp_head.0.weight", "mlp_head.0.bias", "mlp_head.1.weight",
-         "mlp_head.1.bias", *heads, "mask_embed"]
+        [
+            "v.cls_token",
+            "v.dist_token",
+            "v.pos_embed",
+            "v.patch_embed.proj.weight",
+            "v.patch_embed.proj.bias",
+            *block,
+            "v.norm.weight",
+            "v.norm.bias",
+            "mlp_head.0.weight",
+            "mlp_head.0.bias",
+            "mlp_head.1.weight",
+            "mlp_head.1.bias",
+            *heads,
+            "mask_embed",
+        ]
     )
 
 
@@ -61,7 +82,9 @@ def test_explicit_and_sdpa_attention_agree(frames):
     assert explicit.v.blocks[0].attn.explicit and not sdpa.v.blocks[0].attn.explicit
     fbank = torch.randn(2, frames, 128)
     with torch.no_grad():
-        assert torch.allclose(explicit.forward_features(fbank), sdpa.forward_features(fbank), atol=1e-5, rtol=0)
+        assert torch.allclose(
+            explicit.forward_features(fbank), sdpa.forward_features(fbank), atol=1e-5, rtol=0
+        )
         assert torch.allclose(explicit(fbank), sdpa(fbank), atol=1e-5, rtol=0)
 
 
@@ -124,7 +147,9 @@ def test_configs_round_trip_and_validate():
     config = build_config("ssast-small", num_classes=2, labels=["yes", "no"], attention="explicit")
     assert isinstance(config, SSASTConfig) and config.extra_tokens == ("cls_token", "dist_token")
     assert config_from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    assert config_from_dict({k: v for k, v in build_config("ssamba-kws").to_dict().items() if k != "arch"}) == build_config("ssamba-kws")
+    assert config_from_dict(
+        {k: v for k, v in build_config("ssamba-kws").to_dict().items() if k != "arch"}
+    ) == build_config("ssamba-kws")
     with pytest.raises(ValueError, match="unknown config keys"):
         SSAMBAConfig.from_dict(config.to_dict())
     with pytest.raises(ValueError, match="config_from_dict"):

@@ -93,10 +93,14 @@ def test_rows_hold_every_clip_once_with_its_word_span_and_power():
 
 
 def continuous_task(*overrides: str) -> KwsStreamTask:
-    recipe = load_recipe(RECIPES / "kws-bundled-continuous.yaml", ["model.depth=2", "model.embed_dim=32", *overrides])
+    recipe = load_recipe(
+        RECIPES / "kws-bundled-continuous.yaml", ["model.depth=2", "model.embed_dim=32", *overrides]
+    )
     torch.manual_seed(0)
     model = build_model("ssamba-kws", depth=2, embed_dim=32, num_classes=4, labels=LABELS, backward_block=8)
-    return KwsStreamTask(recipe, model, torch.device("cpu"), Splits(train=[], validation=None, test=None, labels=LABELS))
+    return KwsStreamTask(
+        recipe, model, torch.device("cpu"), Splits(train=[], validation=None, test=None, labels=LABELS)
+    )
 
 
 @pytest.mark.parametrize("block", [8, 4])

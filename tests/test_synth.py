@@ -168,7 +168,9 @@ def test_missing_espeak_is_one_line_exit_2(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path / "empty")}
     proc = subprocess.run(
         [sys.executable, "-m", "ssamba_training.synth", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -205,7 +207,9 @@ def test_bad_arguments_are_one_line_exit_2(
 @needs_espeak
 def test_default_unknown_words_are_close_to_keywords_but_never_homophones() -> None:
     espeak.check_no_homophones(DEFAULT_KEYWORDS, DEFAULT_UNKNOWN_WORDS)
-    spelled = dict(zip(("no", "note", "go", "goat"), espeak.phonemes(["no", "note", "go", "goat"]), strict=True))
+    spelled = dict(
+        zip(("no", "note", "go", "goat"), espeak.phonemes(["no", "note", "go", "goat"]), strict=True)
+    )
     assert spelled["note"] == spelled["no"] + "t" and spelled["goat"] == spelled["go"] + "t"
 
 

@@ -57,17 +57,26 @@ def test_engine_renders_each_word_as_16k_float32_speech(name: str, voice: str) -
         assert 0.1 * 16000 < audio.size <= MAX_WORD_SAMPLES, (word, audio.size)
         assert np.sqrt(np.mean(audio**2)) > 1e-3  # speech, not silence
         edge = round(0.003 * 16000)  # trimmed: the word starts and ends near the cut
-        assert np.abs(audio[:edge]).max() < np.abs(audio).max() / 3 and np.abs(audio[-edge:]).max() < np.abs(audio).max() / 3
+        assert (
+            np.abs(audio[:edge]).max() < np.abs(audio).max() / 3
+            and np.abs(audio[-edge:]).max() < np.abs(audio).max() / 3
+        )
     # prosody is drawn from the generator: another seed gives another rendition (and records it)
     other = engine.render(words, voice, np.random.default_rng(1))
     assert any(a.params != b.params for a, b in zip(first, other, strict=True))
-    assert any(a.audio.size != b.audio.size or not np.array_equal(a.audio, b.audio) for a, b in zip(first, other, strict=True))
+    assert any(
+        a.audio.size != b.audio.size or not np.array_equal(a.audio, b.audio)
+        for a, b in zip(first, other, strict=True)
+    )
 
 
 def test_engine_voice_lists_keep_the_reserved_speakers_apart() -> None:
     assert ENGINES["rhvoice"].voices == ("bdl", "clb", "evgeniy-eng", "lyubov")
     assert {"slt", "alan"} == set(ENGINES["rhvoice"].reserved)
-    assert set(ENGINES["flite"].reserved) == {"kal", "kal16", "awb", "rms", "slt"} and not ENGINES["flite"].voices
+    assert (
+        set(ENGINES["flite"].reserved) == {"kal", "kal16", "awb", "rms", "slt"}
+        and not ENGINES["flite"].voices
+    )
     assert set(ENGINES["festival"].reserved) == {"kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"}
     for cls in ENGINES.values():
         assert not set(cls.voices) & set(cls.reserved), cls.name
@@ -76,7 +85,10 @@ def test_engine_voice_lists_keep_the_reserved_speakers_apart() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--train-engines", "espeak,rhvoice:slt"], "rhvoice:slt reserved for the independent test: never use them for train"),
+        (
+            ["--train-engines", "espeak,rhvoice:slt"],
+            "rhvoice:slt reserved for the independent test: never use them for train",
+        ),
         (["--val-engines", "festival:kal_diphone"], "festival:kal_diphone reserved for the independent test"),
         (["--train-engines", "flite"], "all of flite's voices are reserved"),
         (["--val-engines", "reserved"], "reserved voices are for the independent test only"),
@@ -132,7 +144,9 @@ def test_build_skips_and_reports_a_silent_voice(tmp_path: Path, capsys: pytest.C
     with open(out / CLIPS_CSV, newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 2 * 3 and {r["speaker"] for r in rows} == {"en-us", "en-gb"}
-    assert {r["engine"] for r in rows} == {"espeak"} and all(json.loads(r["params"])["speed"] > 0 for r in rows)
+    assert {r["engine"] for r in rows} == {"espeak"} and all(
+        json.loads(r["params"])["speed"] > 0 for r in rows
+    )
 
 
 @needs_espeak
@@ -146,14 +160,18 @@ def test_stream_builder_picks_clips_by_engine(tmp_path: Path) -> None:
     test_speaker = manifest["speakers"]["testing"][0]["speaker"]
     config = StreamConfig(data=data, out=tmp_path / "s.wav", minutes=0.3, keywords=("yes", "no"), snr_db=20.0)
     built = build_stream(replace(config, engines=(f"espeak:{test_speaker}",)))
-    assert built.placements and all(manifest["speakers"]["testing"][0]["id"] in p.path for p in built.placements)
+    assert built.placements and all(
+        manifest["speakers"]["testing"][0]["id"] in p.path for p in built.placements
+    )
     with pytest.raises(UserError, match="no clip of .* is spoken by pico"):
         build_stream(replace(config, engines=("pico",)))
 
 
 def decaying_room(samples: int = 4000, delay: int = 40) -> np.ndarray:
     rir = np.zeros(samples, np.float32)
-    rir[delay:] = np.random.default_rng(0).standard_normal(samples - delay) * np.exp(-np.arange(samples - delay) / 800)
+    rir[delay:] = np.random.default_rng(0).standard_normal(samples - delay) * np.exp(
+        -np.arange(samples - delay) / 800
+    )
     rir[delay] = 1.0
     return rir
 
@@ -161,7 +179,9 @@ def decaying_room(samples: int = 4000, delay: int = 40) -> np.ndarray:
 def test_reverberate_keeps_length_changes_the_signal_and_sets_the_level() -> None:
     waves = torch.from_numpy(np.random.default_rng(1).standard_normal((6, 16000)).astype(np.float32)) * 0.1
     rooms = [decaying_room(), decaying_room(2000, 0)]
-    wet = reverberate(waves, rooms, probability=1.0, level_db_range=(-6.0, -6.0), generator=torch.Generator().manual_seed(0))
+    wet = reverberate(
+        waves, rooms, probability=1.0, level_db_range=(-6.0, -6.0), generator=torch.Generator().manual_seed(0)
+    )
     assert wet.shape == waves.shape and wet.dtype == waves.dtype
     assert not torch.allclose(wet, waves, atol=1e-3)
     ratio = wet.double().square().mean(dim=1) / waves.double().square().mean(dim=1)
@@ -195,7 +215,9 @@ def test_room_reverb_wraps_a_training_set_reproducibly() -> None:
     wrapped.set_epoch(2)
     first = wrapped[1]
     assert base.epochs == [2] and len(wrapped) == 3 and wrapped.labels == ["a"]
-    assert first.waveform.shape == (16000,) and not torch.allclose(first.waveform, base[1].waveform, atol=1e-3)
+    assert first.waveform.shape == (16000,) and not torch.allclose(
+        first.waveform, base[1].waveform, atol=1e-3
+    )
     assert torch.equal(wrapped[1].waveform, first.waveform)
     assert torch.equal(RoomReverb(base, [decaying_room()], probability=0.0)[1].waveform, base[1].waveform)
 

@@ -57,11 +57,21 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1"}
 
 
 def run_train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=ENV
+    )
 
 
 def kws_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--recipe", str(RECIPES / "kws-stream.yaml"), "--out", str(out), f"data.root={data}", *TINY, *extra]
+    return [
+        "--recipe",
+        str(RECIPES / "kws-stream.yaml"),
+        "--out",
+        str(out),
+        f"data.root={data}",
+        *TINY,
+        *extra,
+    ]
 
 
 def metrics_rows(out: Path) -> list[dict[str, str]]:
@@ -71,7 +81,9 @@ def metrics_rows(out: Path) -> list[dict[str, str]]:
 
 # ---------------------------------------------------------------------------------- one real run
 @pytest.fixture(scope="module")
-def kws_run(keyword_set: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+def kws_run(
+    keyword_set: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, subprocess.CompletedProcess]:
     """kws-stream on the keyword set plus two bad training files, 6 epochs."""
     data = tmp_path_factory.mktemp("bad") / "sc"
     shutil.copytree(keyword_set, data)
@@ -94,7 +106,9 @@ def test_short_run_learns_the_keywords(kws_run):
 
 def test_bad_files_are_skipped_and_reported_every_epoch(kws_run):
     out, result = kws_run
-    reports = [line for line in result.stdout.splitlines() if line.startswith("epoch ") and "bad files" in line]
+    reports = [
+        line for line in result.stdout.splitlines() if line.startswith("epoch ") and "bad files" in line
+    ]
     assert len(reports) == 6 and all("skipped 2 bad files" in line for line in reports), result.stdout
     assert "truncated" in reports[0] and "ffffffff_nohash_0.wav" in reports[0]
     skipped = [row["train/skipped_files"] for row in metrics_rows(out) if row.get("train/skipped_files")]
@@ -116,12 +130,22 @@ def test_run_writes_metrics_reports_and_an_exportable_final_model(kws_run):
     best = json.loads((out / "best" / "config.json").read_text())["metadata"]["best"]
     assert best["metric"] == "validation/accuracy"
     kept = [json.loads((p / "trainer.json").read_text()) for p in sorted((out / "checkpoints").iterdir())]
-    assert [(t["epoch"], t["batches_done"]) for t in kept] == [(4, 0), (5, 0), (6, 0)]  # newest 3, one per epoch
+    assert [(t["epoch"], t["batches_done"]) for t in kept] == [
+        (4, 0),
+        (5, 0),
+        (6, 0),
+    ]  # newest 3, one per epoch
 
 
 # ---------------------------------------------------------------------------------- resume
 def test_run_killed_mid_epoch_resumes_to_the_same_weights(keyword_set, tmp_path):
-    common = ["epochs=2", "max_steps=30", "data.batch_size=8", "checkpoint.every_steps=4", "checkpoint.keep=2"]
+    common = [
+        "epochs=2",
+        "max_steps=30",
+        "data.batch_size=8",
+        "checkpoint.every_steps=4",
+        "checkpoint.keep=2",
+    ]
     reference = run_train(*kws_args(keyword_set, tmp_path / "reference", *common))
     assert reference.returncode == 0, reference.stderr
 
@@ -190,7 +214,11 @@ def test_ssl_pretraining_loss_falls(ssl_run):
     rows = [row for row in metrics_rows(ssl_run) if row.get("train/loss")]
     first, last = float(rows[0]["train/loss"]), float(rows[-1]["train/loss"])
     assert last < 0.7 * first, (first, last)
-    evaluations = [float(row["validation/masked_accuracy"]) for row in metrics_rows(ssl_run) if row.get("validation/masked_accuracy")]
+    evaluations = [
+        float(row["validation/masked_accuracy"])
+        for row in metrics_rows(ssl_run)
+        if row.get("validation/masked_accuracy")
+    ]
     assert len(evaluations) == 2 and all(0.0 <= a <= 1.0 for a in evaluations)
     assert {"train/nce", "train/mse", "train/masked_accuracy"} <= set(rows[-1])
 

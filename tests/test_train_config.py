@@ -19,14 +19,32 @@ def test_shipped_recipes_load(path):
 
 
 def test_published_hyper_parameters():
-    sc35, sc12, esc = (load_recipe(RECIPES / f"{name}.yaml") for name in ("speechcommands-35", "speechcommands-12", "esc50"))
+    sc35, sc12, esc = (
+        load_recipe(RECIPES / f"{name}.yaml") for name in ("speechcommands-35", "speechcommands-12", "esc50")
+    )
     assert (sc35.optim.lr, sc35.data.batch_size, sc35.epochs, sc35.loss) == (2.5e-4, 128, 30, "bce")
-    assert (sc35.augment.freqm, sc35.augment.timem, sc35.augment.mixup, sc35.augment.noise) == (48, 48, 0.6, True)
+    assert (sc35.augment.freqm, sc35.augment.timem, sc35.augment.mixup, sc35.augment.noise) == (
+        48,
+        48,
+        0.6,
+        True,
+    )
     assert (sc35.schedule.start_epoch, sc35.schedule.gamma, sc35.optim.betas) == (5, 0.85, [0.95, 0.999])
     assert sc35.model.overrides["target_length"] == 128 and sc12.data.task == "12"
     assert sc12.to_dict() == {**sc35.to_dict(), "data": {**sc35.to_dict()["data"], "task": "12"}}
-    assert (esc.optim.lr, esc.data.batch_size, esc.epochs, esc.loss, esc.augment.mixup) == (1e-4, 48, 50, "ce", 0.0)
-    assert (esc.augment.freqm, esc.augment.timem, esc.schedule.start_epoch, esc.model.overrides["target_length"]) == (24, 96, 6, 512)
+    assert (esc.optim.lr, esc.data.batch_size, esc.epochs, esc.loss, esc.augment.mixup) == (
+        1e-4,
+        48,
+        50,
+        "ce",
+        0.0,
+    )
+    assert (
+        esc.augment.freqm,
+        esc.augment.timem,
+        esc.schedule.start_epoch,
+        esc.model.overrides["target_length"],
+    ) == (24, 96, 6, 512)
 
 
 def test_overrides_are_typed_and_nested():
@@ -36,7 +54,11 @@ def test_overrides_are_typed_and_nested():
     ])  # fmt: skip
     assert recipe.optim.lr == 1e-3 and isinstance(recipe.optim.lr, float)
     assert (recipe.epochs, recipe.model.overrides["depth"], recipe.data.root) == (2, 4, "/x")
-    assert recipe.stream.train_blocks == [2, None] and recipe.data.fold == "all" and recipe.optim.grad_clip is None
+    assert (
+        recipe.stream.train_blocks == [2, None]
+        and recipe.data.fold == "all"
+        and recipe.optim.grad_clip is None
+    )
     assert recipe.data.unknown_word_weights == {"goat": 3.0, "of": 2.5}
     assert isinstance(recipe.data.unknown_word_weights["goat"], float)
     assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
@@ -55,7 +77,10 @@ def test_overrides_are_typed_and_nested():
         (["model.name=ssamba-huge"], "unknown model.name 'ssamba-huge'"),
         (["optim=3"], "recipe section 'optim' must be a mapping"),
         (["data.unknown_word_weights=[goat]"], "recipe key 'data.unknown_word_weights' must be"),
-        (["data.unknown_word_weights={goat: lots}"], "'data.unknown_word_weights' must be dict[str, float] | None, got {'goat': 'lots'}"),
+        (
+            ["data.unknown_word_weights={goat: lots}"],
+            "'data.unknown_word_weights' must be dict[str, float] | None, got {'goat': 'lots'}",
+        ),
         (["lr"], "override 'lr' is not of the form key=value"),
         (["data.label_fraction=0"], "'data.label_fraction' must be in (0, 1], got 0"),
         (["data.kind=unlabelled", "data.label_fraction=0.1"], "data.label_fraction needs labelled data"),
@@ -87,7 +112,9 @@ def test_cli_user_errors_are_one_line(capsys, tmp_path):
     assert "'optim.lr' must be float, got 'fast'" in _main_error(capsys, "--recipe", kws, "optim.lr=fast")
     assert "recipe key 'data.root' is not set" in _main_error(capsys, "--recipe", kws, "--out", str(tmp_path))
     assert "does not exist" in _main_error(capsys, "--recipe", kws, f"data.root={tmp_path / 'nowhere'}")
-    assert f"recipe {tmp_path / 'no.yaml'} not found" in _main_error(capsys, "--recipe", str(tmp_path / "no.yaml"))
+    assert f"recipe {tmp_path / 'no.yaml'} not found" in _main_error(
+        capsys, "--recipe", str(tmp_path / "no.yaml")
+    )
     assert "--recipe" in _main_error(capsys)  # argparse's own error, in one line
     (tmp_path / "bad.yaml").write_text("task: [unclosed\n")
     assert "is not valid YAML" in _main_error(capsys, "--recipe", str(tmp_path / "bad.yaml"))
@@ -99,7 +126,9 @@ def test_cli_missing_resume_checkpoint_is_one_line(capsys, tmp_path):
     data = tmp_path / "sc"
     data.mkdir()
     missing = tmp_path / "out" / "checkpoints" / "step-0000100"
-    line = _main_error(capsys, "--recipe", str(RECIPES / "kws-stream.yaml"), f"data.root={data}", "--resume", str(missing))
+    line = _main_error(
+        capsys, "--recipe", str(RECIPES / "kws-stream.yaml"), f"data.root={data}", "--resume", str(missing)
+    )
     assert "not a training checkpoint" in line and str(missing) in line
 
 
@@ -129,6 +158,19 @@ def test_resuming_with_a_changed_recipe_is_refused_or_said(capsys, tmp_path):
                        "--out", str(tmp_path / "out"), "--resume", "auto")  # fmt: skip
     assert "the recipe differs from the run's" in line and "data.batch_size" in line and "optim.lr" in line
     assert "-> 7" in line and "-> 0.5" in line
-    assert train_module.main(["--recipe", kws, f"data.root={data}", "epochs=99", "--out", str(tmp_path / "out"),
-                              "--resume", "auto"]) == 2  # fmt: skip (goes on to the empty data folder)
+    assert (
+        train_module.main(
+            [
+                "--recipe",
+                kws,
+                f"data.root={data}",
+                "epochs=99",
+                "--out",
+                str(tmp_path / "out"),
+                "--resume",
+                "auto",
+            ]
+        )
+        == 2
+    )  # fmt: skip (goes on to the empty data folder)
     assert "resuming with changed settings: epochs 30 -> 99" in capsys.readouterr().out

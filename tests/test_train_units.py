@@ -80,7 +80,9 @@ def test_no_weight_decay_on_flagged_params_biases_norms_and_tokens():
 
 
 def test_schedule_warmup_multistep_and_plateau():
-    multistep = LRSchedule(ScheduleSection(kind="multistep", warmup_steps=10, start_epoch=5, step_epochs=1, gamma=0.85), 1.0)
+    multistep = LRSchedule(
+        ScheduleSection(kind="multistep", warmup_steps=10, start_epoch=5, step_epochs=1, gamma=0.85), 1.0
+    )
     assert multistep.factor(0, 0) == pytest.approx(0.1) and multistep.factor(9, 0) == 1.0
     assert [round(multistep.factor(100, e), 4) for e in (4, 5, 6)] == [1.0, 0.85, round(0.85**2, 4)]
     plateau = LRSchedule(ScheduleSection(kind="plateau", warmup_steps=0, patience=1, factor=0.5), 1.0)
@@ -126,7 +128,11 @@ def test_rng_states_round_trip_through_tensors():
     torch.rand(7), np.random.rand(2), random.random()
     rng.restore({k: v.clone() for k, v in saved.items()})
     again = (torch.rand(3), np.random.rand(3), random.random())
-    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+    assert (
+        torch.equal(expected[0], again[0])
+        and np.array_equal(expected[1], again[1])
+        and expected[2] == again[2]
+    )
     assert saved["torch"].dtype == torch.uint8
 
 
@@ -137,7 +143,9 @@ def test_checkpoint_round_trip_restores_model_optimizer_and_progress(tmp_path):
     optimizer = build_optimizer(model, recipe.optim)
     model(torch.randn(2, 20, 128)).sum().backward()
     optimizer.step()
-    progress = Progress(epoch=1, step=7, batches_done=3, best_metric=0.5, best_step=5, extra={"schedule": {"x": 1}})
+    progress = Progress(
+        epoch=1, step=7, batches_done=3, best_metric=0.5, best_step=5, extra={"schedule": {"x": 1}}
+    )
     for step in (5, 6, 7):
         progress.step = step
         save_checkpoint(tmp_path, model, optimizer, progress, [rng.capture(), rng.capture()], keep=2)
@@ -147,14 +155,19 @@ def test_checkpoint_round_trip_restores_model_optimizer_and_progress(tmp_path):
     fresh = build_model("ssamba-kws", depth=1, embed_dim=32, num_classes=3, labels=["a", "b", "c"])
     fresh_optimizer = build_optimizer(fresh, recipe.optim)
     restored = load_checkpoint(latest, fresh, fresh_optimizer, rank=1, world_size=2)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True)
+    )
     before, after = optimizer.state_dict(), fresh_optimizer.state_dict()
     assert before["param_groups"] == after["param_groups"]
     for index, entries in before["state"].items():
         assert all(torch.equal(entries[k], after["state"][index][k]) for k in entries)
     assert (restored.progress.epoch, restored.progress.step, restored.progress.batches_done) == (1, 7, 3)
     assert restored.progress.extra == {"schedule": {"x": 1}} and restored.rng_states is not None
-    assert load_checkpoint(latest, fresh, fresh_optimizer, rank=0, world_size=1).rng_states is None  # other world size
+    assert (
+        load_checkpoint(latest, fresh, fresh_optimizer, rank=0, world_size=1).rng_states is None
+    )  # other world size
     assert not any(p.suffix in (".pt", ".pth", ".pkl") for p in latest.iterdir())
 
 
@@ -163,7 +176,10 @@ def test_mean_head_checkpoint_initialises_an_attention_head_unchanged(tmp_path):
     recipe = load_recipe(RECIPES / "kws-stream.yaml", ["model.depth=2"])
     source = build_recipe_model(recipe, ["yes", "no"]).eval()
     save_model(source, tmp_path / "mean")
-    attention = build_recipe_model(load_recipe(RECIPES / "kws-stream.yaml", ["model.depth=2", "model.head_pool=attention"]), ["yes", "no"]).eval()
+    attention = build_recipe_model(
+        load_recipe(RECIPES / "kws-stream.yaml", ["model.depth=2", "model.head_pool=attention"]),
+        ["yes", "no"],
+    ).eval()
     report = initialise_from(attention, str(tmp_path / "mean"))
     assert set(report.new) == {"head_attention.weight", "head_attention.bias"} and not report.ignored
     fbank = torch.randn(1, 100, 128)
@@ -177,7 +193,9 @@ def test_official_patch_checkpoint_initialises_the_streaming_model(tmp_path):
     recipe = load_recipe(RECIPES / "kws-stream.yaml", ["model.depth=2", "model.embed_dim=48"])
     model = build_recipe_model(recipe, ["yes", "no"])
     report = initialise_from(model, str(path))
-    assert torch.equal(model.state_dict()["v.layers.1.mixer.A_b_log"], official["module.v.layers.1.mixer.A_b_log"])
+    assert torch.equal(
+        model.state_dict()["v.layers.1.mixer.A_b_log"], official["module.v.layers.1.mixer.A_b_log"]
+    )
     assert torch.equal(model.state_dict()["v.norm_f.weight"], official["module.v.norm_f.weight"])
     assert {"v.patch_embed.proj.weight", "v.patch_embed.proj.bias", "mlp_head.1.weight"} <= set(report.new)
     assert {"v.pos_embed", "v.cls_token", "p_input_tdim"} <= set(report.ignored)

@@ -49,7 +49,9 @@ def _frames(rate: int, width: int, channels: int) -> np.ndarray:
     return np.repeat(np.round(values)[:, None], channels, axis=1).astype(WIDTH_DTYPES[width])
 
 
-def _expected(frames: np.ndarray, rate: int, step: int, names: list[str] | None = None) -> list[tuple[str, int]]:
+def _expected(
+    frames: np.ndarray, rate: int, step: int, names: list[str] | None = None
+) -> list[tuple[str, int]]:
     """(name, timestamp ms) a single-stream spotter gives the same chunks (only ``names``, if given)."""
     spotter = KeywordSpotter()
     posteriors = [spotter.posteriors(frames[i : i + step], rate) for i in range(0, len(frames), step)]
@@ -57,7 +59,10 @@ def _expected(frames: np.ndarray, rate: int, step: int, names: list[str] | None 
     config = spotter.detector.config
     if names is not None:
         config = dataclasses.replace(config, ignore=tuple(x for x in spotter.labels if x not in names))
-    return [(e.label, round(e.time * 1000)) for e in detect(posteriors, spotter.labels, spotter.block_seconds, config)]
+    return [
+        (e.label, round(e.time * 1000))
+        for e in detect(posteriors, spotter.labels, spotter.block_seconds, config)
+    ]
 
 
 class Client:
@@ -84,7 +89,9 @@ class Client:
         assert event is not None, f"connection closed; got {events}"
         return events
 
-    async def replay(self, frames: np.ndarray, rate: int, step: int, names=None, pause: float = 0.0) -> list[Event]:
+    async def replay(
+        self, frames: np.ndarray, rate: int, step: int, names=None, pause: float = 0.0
+    ) -> list[Event]:
         width, channels = frames.dtype.itemsize, frames.shape[1]
         await self.send(Detect(names=names).event(), AudioStart(rate, width, channels).event())
         for start in range(0, len(frames), step):
@@ -114,7 +121,13 @@ async def _serving(body, models=(DEFAULT_MODEL,), **options):
         await server.stop()
 
 
-FORMATS = [(16000, 2, 1, 1024), (44100, 2, 2, 2000), (48000, 4, 1, 960), (22050, 1, 1, 512), (16000, 2, 1, 5000)]
+FORMATS = [
+    (16000, 2, 1, 1024),
+    (44100, 2, 2, 2000),
+    (48000, 4, 1, 960),
+    (22050, 1, 1, 512),
+    (16000, 2, 1, 5000),
+]
 
 
 def test_concurrent_clients_in_any_format_get_exact_detections():
@@ -134,7 +147,9 @@ def test_concurrent_clients_in_any_format_get_exact_detections():
 
         watcher = asyncio.get_running_loop().create_task(watch())
         clients = [await Client.connect(port) for _ in range(len(cases) * 2 + 1)]
-        runs = [c.replay(frames, fmt[0], fmt[3]) for c, (fmt, frames) in zip(clients, cases * 2, strict=False)]
+        runs = [
+            c.replay(frames, fmt[0], fmt[3]) for c, (fmt, frames) in zip(clients, cases * 2, strict=False)
+        ]
         runs.append(clients[-1].replay(cases[0][1], 16000, 1024, names=["yes", "stop"]))
         got = await asyncio.gather(*runs)
         watcher.cancel()
@@ -145,7 +160,9 @@ def test_concurrent_clients_in_any_format_get_exact_detections():
         # the same connection streams again from fresh state
         again = await clients[0].replay(cases[0][1], 16000, 1024)
         assert _detections(again) == expected[0]
-        assert server.models[0].scheduler.steps < sum(len(f) / fmt[0] for fmt, f in cases) * 2 / 0.16  # batched
+        assert (
+            server.models[0].scheduler.steps < sum(len(f) / fmt[0] for fmt, f in cases) * 2 / 0.16
+        )  # batched
         for client in clients:
             client.close()
 
@@ -197,7 +214,9 @@ def test_bad_events_get_errors_and_disconnects_leave_other_clients_alone():
         for start in range(0, 16000 * 8, 1024):
             await client.send(AudioChunk(16000, 2, 1, frames[start : start + 1024].tobytes()).event())
         if how == "mid-payload":
-            client.writer.write(json.dumps({"type": "audio-chunk", "payload_length": 4096}).encode() + b"\n\0\0")
+            client.writer.write(
+                json.dumps({"type": "audio-chunk", "payload_length": 4096}).encode() + b"\n\0\0"
+            )
             await client.writer.drain()
         elif how == "huge":
             client.writer.write(json.dumps({"type": "audio-chunk", "payload_length": 2**40}).encode() + b"\n")

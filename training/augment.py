@@ -30,7 +30,9 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None, like: Tenso
     return torch.rand(shape, generator=generator, device=device).to(like.device)
 
 
-def _randint(low: int, high: int, shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+def _randint(
+    low: int, high: int, shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor
+) -> Tensor:
     """Integers uniform in [low, high), on ``like``'s device."""
     device = generator.device if generator is not None else like.device
     return torch.randint(low, high, shape, generator=generator, device=device).to(like.device)
@@ -112,13 +114,17 @@ def mixup(
     lam = torch.as_tensor(_beta(alpha, batch if per_example else 1, generator), dtype=torch.float32)
     lam = lam.to(waveforms.device).expand(batch)
     lam = torch.where(_rand((batch,), generator, waveforms) < probability, lam, torch.ones_like(lam))
-    partner = (torch.arange(batch, device=waveforms.device) + _randint(1, batch, (batch,), generator, waveforms)) % batch
+    partner = (
+        torch.arange(batch, device=waveforms.device) + _randint(1, batch, (batch,), generator, waveforms)
+    ) % batch
     mixed = lam[:, None] * waveforms + (1.0 - lam[:, None]) * waveforms[partner]
     soft_lam = lam.to(soft.device)[:, None]
     return mixed, soft_lam * soft + (1.0 - soft_lam) * soft[partner.to(soft.device)]
 
 
-def add_noise_and_roll(fbank: Tensor, max_shift: int = 10, generator: torch.Generator | None = None) -> Tensor:
+def add_noise_and_roll(
+    fbank: Tensor, max_shift: int = 10, generator: torch.Generator | None = None
+) -> Tensor:
     """SSAST/SSAMBA ``noise`` augmentation on normalised features, per example.
 
     ``fbank + U(0, 1) * rand_like(fbank) / 10``, then a circular roll in time by an integer in
@@ -153,7 +159,9 @@ def _noise_crops(
     for index, fraction in zip(which.tolist(), start_fraction.tolist(), strict=True):
         noise = torch.as_tensor(noises[index], dtype=torch.float32)
         if noise.dim() != 1 or noise.numel() == 0:
-            raise ValueError(f"noise {index} must be a non-empty 1-D waveform, got shape {tuple(noise.shape)}")
+            raise ValueError(
+                f"noise {index} must be a non-empty 1-D waveform, got shape {tuple(noise.shape)}"
+            )
         start = int(fraction * noise.numel())
         crops.append(noise[(start + torch.arange(length)) % noise.numel()])
     if not crops:
@@ -189,7 +197,9 @@ def mix_background(
     if signal_power is None:
         signal_power = waveforms.double().square().mean(dim=1)
     signal_power = signal_power.to(device=waveforms.device, dtype=torch.float64)
-    signal_power = torch.where(signal_power > SILENT_POWER, signal_power, signal_power.new_tensor(silent_reference_rms**2))
+    signal_power = torch.where(
+        signal_power > SILENT_POWER, signal_power, signal_power.new_tensor(silent_reference_rms**2)
+    )
     noise_power = crops.double().square().mean(dim=1)
     gain = torch.sqrt(signal_power / (noise_power.clamp_min(1e-30) * 10.0 ** (snr_db.double() / 10.0)))
     gain = torch.where((noise_power > 0) & apply, gain, torch.zeros_like(gain))
@@ -230,8 +240,10 @@ def prepend_past_audio(
     pool = (batch - 1) * samples  # the other clips, back to back, starting after this one
     starts = (_rand((batch,), generator, waveforms) * pool).long()
     if pool > 0:
-        source = (torch.arange(1, batch + 1, device=waveforms.device)[:, None] * samples
-                  + (starts[:, None] + offset.clamp_min(0)) % pool) % (batch * samples)
+        source = (
+            torch.arange(1, batch + 1, device=waveforms.device)[:, None] * samples
+            + (starts[:, None] + offset.clamp_min(0)) % pool
+        ) % (batch * samples)
         past = waveforms.reshape(-1)[source] * inside
     if noises:
         use_noise = _rand((batch,), generator, waveforms) < noise_probability
@@ -273,7 +285,9 @@ def reverberate(
         rir = torch.as_tensor(rirs[which[row]], dtype=torch.float32, device=waveforms.device)
         rir = rir[int(rir.abs().argmax()) :]
         size = 1 << (samples + rir.numel() - 2).bit_length()
-        wet = torch.fft.irfft(torch.fft.rfft(waveforms[row].float(), size) * torch.fft.rfft(rir, size), size)[:samples]
+        wet = torch.fft.irfft(torch.fft.rfft(waveforms[row].float(), size) * torch.fft.rfft(rir, size), size)[
+            :samples
+        ]
         dry_power, wet_power = waveforms[row].double().square().mean(), wet.double().square().mean()
         if wet_power > 0:
             gain = torch.sqrt(dry_power / wet_power) * 10.0 ** (level_db[row] / 20.0)

@@ -59,14 +59,18 @@ class ClassifyTask(Task):
 
     def features(self, waveforms: Tensor) -> Tensor:
         """Normalised log-mel features at the model's ``target_length`` frames."""
-        return fit_frames(self.frontend(waveforms.to(self.device)), self.model.config.target_length, self.mask_value)
+        return fit_frames(
+            self.frontend(waveforms.to(self.device)), self.model.config.target_length, self.mask_value
+        )
 
     def prepare(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
         aug = self.recipe.augment
         waveforms = batch.waveforms.to(self.device)
         targets = F.one_hot(batch.labels, self.model.config.num_classes).float().to(self.device)
         if aug.mixup > 0:
-            waveforms, targets = mixup(waveforms, targets, aug.mixup_alpha, probability=aug.mixup, generator=generator)
+            waveforms, targets = mixup(
+                waveforms, targets, aug.mixup_alpha, probability=aug.mixup, generator=generator
+            )
         fbank = self.features(waveforms)
         fbank = spec_augment(fbank, aug.freqm, aug.timem, generator, mask_value=self.mask_value)
         if aug.noise:
@@ -74,4 +78,6 @@ class ClassifyTask(Task):
         return {"fbank": fbank, "targets": targets}
 
     def evaluate(self, batches: Iterable[Batch], seed: int, context: DistContext) -> Evaluation:
-        return classification_pass(batches, self.features, {"": self.model}, self.model.config.num_classes, context)
+        return classification_pass(
+            batches, self.features, {"": self.model}, self.model.config.num_classes, context
+        )

@@ -37,7 +37,9 @@ _RecipeLoader.yaml_implicit_resolvers = {
     first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_RecipeLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_RecipeLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _load_yaml(text: str) -> Any:
@@ -77,7 +79,9 @@ class DataSection:
     batch_size: int = 128
     eval_batch_size: int | None = None  # default: batch_size
     num_workers: int = 2
-    label_fraction: float = 1.0  # share of the training split's labelled items kept, per class (few-label runs)
+    label_fraction: float = (
+        1.0  # share of the training split's labelled items kept, per class (few-label runs)
+    )
 
 
 @dataclass
@@ -89,12 +93,16 @@ class OptimSection:
     eps: float = 1e-8
     grad_clip: float | None = None  # max global gradient norm
     head_lr_scale: float = 1.0  # SSAST's head_lr: the classifier head's lr multiple
-    pool_lr_scale: float = 1.0  # the attention head's scorer: new, from zero, when a mean-pooled model is fine-tuned
+    pool_lr_scale: float = (
+        1.0  # the attention head's scorer: new, from zero, when a mean-pooled model is fine-tuned
+    )
 
 
 @dataclass
 class ScheduleSection:
-    kind: str = "multistep"  # multistep (by epoch) | plateau (on the validation metric) | cosine (to 0) | constant
+    kind: str = (
+        "multistep"  # multistep (by epoch) | plateau (on the validation metric) | cosine (to 0) | constant
+    )
     warmup_steps: int = 1000  # linear warm-up from 0 (SSAST: 1000 steps); 0 = none
     start_epoch: int = 5  # multistep: the lr is multiplied by gamma after this many epochs ...
     step_epochs: int = 1  # ... and again every step_epochs epochs after that
@@ -117,7 +125,9 @@ class AugmentSection:
     past_noise_probability: float = 0.5  # share of past audio taken from the noises, not other clips
     rir_probability: float = 0.0  # share of training clips played through a simulated room (0 = off)
     rir_level_db: list[float] = field(default_factory=lambda: [-10.0, 0.0])  # far-field level change of those
-    rir_bank: str | None = None  # room_impulses.npz (python -m ssamba_training.synth --rirs N); None: data.root's
+    rir_bank: str | None = (
+        None  # room_impulses.npz (python -m ssamba_training.synth --rirs N); None: data.root's
+    )
 
 
 @dataclass
@@ -133,7 +143,9 @@ class StreamSection:
     train_blocks: list[int | None] = field(default_factory=lambda: [8])  # one drawn per batch
     eval_blocks: list[int | None] = field(default_factory=lambda: [None, 8])  # None = full backward
     row_clips: int = 0  # kws-stream: > 0 trains on rows of this many clips, a target per block (stream_rows)
-    row_gap_seconds: list[float] = field(default_factory=lambda: [0.1, 1.0])  # silence before each clip in a row
+    row_gap_seconds: list[float] = field(
+        default_factory=lambda: [0.1, 1.0]
+    )  # silence before each clip in a row
 
 
 @dataclass
@@ -284,19 +296,36 @@ def _check_choices(recipe: Recipe) -> None:
         if value < 1:
             raise RecipeError(f"recipe key {key!r} must be >= 1, got {value}")
     if not 0.0 < recipe.data.label_fraction <= 1.0:
-        raise RecipeError(f"recipe key 'data.label_fraction' must be in (0, 1], got {recipe.data.label_fraction}")
+        raise RecipeError(
+            f"recipe key 'data.label_fraction' must be in (0, 1], got {recipe.data.label_fraction}"
+        )
     if recipe.data.label_fraction < 1.0 and recipe.data.kind == "unlabelled":
-        raise RecipeError("data.label_fraction needs labelled data: unlabelled audio has no labels to thin out")
-    if len(recipe.optim.betas) != 2 or len(recipe.augment.background_snr_db) != 2 or len(recipe.augment.rir_level_db) != 2:
-        raise RecipeError("optim.betas, augment.background_snr_db and augment.rir_level_db take two numbers each")
+        raise RecipeError(
+            "data.label_fraction needs labelled data: unlabelled audio has no labels to thin out"
+        )
+    if (
+        len(recipe.optim.betas) != 2
+        or len(recipe.augment.background_snr_db) != 2
+        or len(recipe.augment.rir_level_db) != 2
+    ):
+        raise RecipeError(
+            "optim.betas, augment.background_snr_db and augment.rir_level_db take two numbers each"
+        )
     if not 0.0 <= recipe.augment.rir_probability <= 1.0:
-        raise RecipeError(f"augment.rir_probability must be between 0 and 1, got {recipe.augment.rir_probability}")
-    for key, blocks in (("stream.train_blocks", recipe.stream.train_blocks), ("stream.eval_blocks", recipe.stream.eval_blocks)):
+        raise RecipeError(
+            f"augment.rir_probability must be between 0 and 1, got {recipe.augment.rir_probability}"
+        )
+    for key, blocks in (
+        ("stream.train_blocks", recipe.stream.train_blocks),
+        ("stream.eval_blocks", recipe.stream.eval_blocks),
+    ):
         if not blocks or any(b is not None and b < 1 for b in blocks):
             raise RecipeError(f"recipe key {key!r} must list block sizes >= 1 (or null for full backward)")
     gaps = recipe.stream.row_gap_seconds
     if recipe.stream.row_clips < 0 or len(gaps) != 2 or not 0.0 <= gaps[0] <= gaps[1]:
-        raise RecipeError("stream.row_clips must be >= 0 and stream.row_gap_seconds two seconds [low, high], 0 <= low <= high")
+        raise RecipeError(
+            "stream.row_clips must be >= 0 and stream.row_gap_seconds two seconds [low, high], 0 <= low <= high"
+        )
 
 
 def build_recipe(raw: dict[str, Any]) -> Recipe:
@@ -322,7 +351,11 @@ def build_recipe(raw: dict[str, Any]) -> Recipe:
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
     return merged
 
 

@@ -227,7 +227,9 @@ class RoomReverb(Dataset):
             return item
         state = np.random.SeedSequence([self.seed, self.epoch, index, ROOM_STREAM]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(state))
-        wet = reverberate(item.waveform[None], self.rirs, self.probability, self.level_db_range, generator=generator)
+        wet = reverberate(
+            item.waveform[None], self.rirs, self.probability, self.level_db_range, generator=generator
+        )
         return item._replace(waveform=wet[0])
 
 
@@ -292,7 +294,9 @@ class SpeechCommands(ClipDataset):
         if split not in SPLITS:
             raise UserError(f"unknown Speech Commands split {split!r}: use one of {', '.join(SPLITS)}")
         if task not in ("35", "12"):
-            raise UserError(f"unknown Speech Commands task {task!r}: use '35' (all words) or '12' (kws_streaming)")
+            raise UserError(
+                f"unknown Speech Commands task {task!r}: use '35' (all words) or '12' (kws_streaming)"
+            )
         lists = {}
         for name in ("validation_list.txt", "testing_list.txt"):
             if not (root / name).is_file():
@@ -334,7 +338,9 @@ class SpeechCommands(ClipDataset):
             others = sorted(f for w, files in split_files.items() if w not in keywords for f in files)
             n_unknown = min(len(others), math.ceil(n_keyword * unknown_percentage / 100))
             draw = _unknown_draw_probabilities(others, unknown_word_weights) if unknown_word_weights else None
-            chosen = sorted(rng.choice(len(others), size=n_unknown, replace=False, p=draw)) if n_unknown else []
+            chosen = (
+                sorted(rng.choice(len(others), size=n_unknown, replace=False, p=draw)) if n_unknown else []
+            )
             items += [(str(root / others[i]), labels.index(UNKNOWN_LABEL)) for i in chosen]
             n_silence = math.ceil(n_keyword * silence_percentage / 100)
             if n_silence:
@@ -353,11 +359,17 @@ class SpeechCommands(ClipDataset):
                     self._silence[len(items)] = (str(noises[pick]), float(start), float(gain))
                     items.append((str(noises[pick]), labels.index(SILENCE_LABEL)))
         if not items:
-            raise UserError(f"the {split} split of {root} is empty: check validation_list.txt/testing_list.txt")
+            raise UserError(
+                f"the {split} split of {root} is empty: check validation_list.txt/testing_list.txt"
+            )
         self._noise_cache: dict[str, np.ndarray] = {}
         super().__init__(
-            items, labels, sample_rate, _default_clip(clip_samples, 1.0, sample_rate),
-            split == "train" if random_crop is None else random_crop, seed,
+            items,
+            labels,
+            sample_rate,
+            _default_clip(clip_samples, 1.0, sample_rate),
+            split == "train" if random_crop is None else random_crop,
+            seed,
         )
 
     @staticmethod
@@ -366,7 +378,9 @@ class SpeechCommands(ClipDataset):
         words = {}
         for folder in sorted(root.iterdir()):
             if folder.is_dir() and not folder.name.startswith(("_", ".")):
-                files = sorted(f"{folder.name}/{f.name}" for f in folder.iterdir() if f.is_file() and _is_audio(f))
+                files = sorted(
+                    f"{folder.name}/{f.name}" for f in folder.iterdir() if f.is_file() and _is_audio(f)
+                )
                 if files:
                     words[folder.name] = files
         return words
@@ -504,9 +518,13 @@ class ESC50(ClipDataset):
         present = sorted({fold for _, fold, _, _ in rows})
         folds = sorted({int(fold) for fold in folds})
         if not folds or not set(folds) <= set(present):
-            raise UserError(f"ESC-50 folds {folds} are not a non-empty subset of the folds present, {present}")
+            raise UserError(
+                f"ESC-50 folds {folds} are not a non-empty subset of the folds present, {present}"
+            )
         labels = [categories[target] for target in range(len(categories))]
-        items = [(str(root / "audio" / name), target) for name, fold, target, _ in sorted(rows) if fold in folds]
+        items = [
+            (str(root / "audio" / name), target) for name, fold, target, _ in sorted(rows) if fold in folds
+        ]
         super().__init__(
             items, labels, sample_rate, _default_clip(clip_samples, 5.0, sample_rate), random_crop, seed
         )

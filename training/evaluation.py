@@ -49,7 +49,9 @@ def classification_pass(
             logits = head(features).float().cpu()
             loss_sums[position] += F.cross_entropy(logits, batch.labels, reduction="sum").double()
             pairs = batch.labels * num_classes + logits.argmax(dim=-1)
-            confusions[name] += torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes).double()
+            confusions[name] += (
+                torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes).double()
+            )
     loss_sums = all_reduce_sum(loss_sums, context)
     result = Evaluation({})
     for position, (name, confusion) in enumerate(confusions.items()):

@@ -52,9 +52,13 @@ class StreamObjective(nn.Module):
         self.model = model
         self.deploy_block = model.config.backward_block
 
-    def forward(self, fbank: Tensor, clip_start: Tensor, labels: Tensor, block: int | None) -> dict[str, Tensor]:
+    def forward(
+        self, fbank: Tensor, clip_start: Tensor, labels: Tensor, block: int | None
+    ) -> dict[str, Tensor]:
         hidden = self.model.forward_features(fbank, mode=ScanMode(block))
-        inside = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] >= clip_start[:, None]).to(hidden.dtype)
+        inside = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] >= clip_start[:, None]).to(
+            hidden.dtype
+        )
         pooled = (hidden * inside[..., None]).sum(dim=1) / inside.sum(dim=1, keepdim=True).clamp_min(1.0)
         logits = self.model.classify(pooled).float()
         count = torch.tensor(float(fbank.shape[0]), device=fbank.device)
@@ -77,7 +81,11 @@ class ContinuousObjective(nn.Module):
         scored = targets != IGNORE
         count = scored.sum().float()
         correct = ((logits.argmax(dim=-1) == targets) & scored).float().sum()
-        loss = F.cross_entropy(logits, targets, ignore_index=IGNORE) if bool(scored.any()) else logits.sum() * 0.0
+        loss = (
+            F.cross_entropy(logits, targets, ignore_index=IGNORE)
+            if bool(scored.any())
+            else logits.sum() * 0.0
+        )
         return {"loss": loss, "count": count, "accuracy": correct}
 
 
@@ -90,7 +98,11 @@ class KwsStreamTask(Task):
     def __init__(self, recipe: Recipe, model: SpectrogramModel, device: torch.device, splits: Splits) -> None:
         try:
             model.check_streamable()
-            roles = LabelRoles.from_labels(splits.labels, UNKNOWN_LABEL, SILENCE_LABEL) if recipe.stream.row_clips else None
+            roles = (
+                LabelRoles.from_labels(splits.labels, UNKNOWN_LABEL, SILENCE_LABEL)
+                if recipe.stream.row_clips
+                else None
+            )
         except (AttributeError, ValueError) as exc:
             raise RecipeError(f"task kws-stream: {exc}") from None
         super().__init__(recipe, model, device, splits)
@@ -113,7 +125,12 @@ class KwsStreamTask(Task):
                                               noise_probability=aug.past_noise_probability, generator=generator)  # fmt: skip
         fbank = spec_augment(self.frontend(rows), aug.freqm, aug.timem, generator, mask_value=self.mask_value)
         block = blocks[batch_seed % len(blocks)]
-        return {"fbank": fbank, "clip_start": clip_start, "labels": batch.labels.to(self.device), "block": block}
+        return {
+            "fbank": fbank,
+            "clip_start": clip_start,
+            "labels": batch.labels.to(self.device),
+            "block": block,
+        }
 
     def _prepare_rows(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
         aug, stream = self.recipe.augment, self.recipe.stream
@@ -142,5 +159,7 @@ class KwsStreamTask(Task):
             batches, lambda w: self.frontend(w.to(self.device)), heads, self.model.config.num_classes, context
         )
         deploy = block_suffix(self.deploy_block)
-        result.metrics.update(accuracy=result.metrics[f"accuracy{deploy}"], loss=result.metrics[f"loss{deploy}"])
+        result.metrics.update(
+            accuracy=result.metrics[f"accuracy{deploy}"], loss=result.metrics[f"loss{deploy}"]
+        )
         return result

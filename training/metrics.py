@@ -31,7 +31,9 @@ class MetricsLog:
             self._rewrite(kept)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(Path(out) / "tb"), purge_step=resume_step + 1 if resume_step is not None else None)
+        self.writer = SummaryWriter(
+            str(Path(out) / "tb"), purge_step=resume_step + 1 if resume_step is not None else None
+        )
 
     def _read_rows(self) -> list[dict[str, str]]:
         if not self.path.is_file():
@@ -54,7 +56,12 @@ class MetricsLog:
             rows = self._read_rows()
             self.columns += new
             self._rewrite(rows)
-        row = {"time": f"{time.time():.3f}", "step": step, "epoch": epoch, **{k: f"{v:.6g}" for k, v in values.items()}}
+        row = {
+            "time": f"{time.time():.3f}",
+            "step": step,
+            "epoch": epoch,
+            **{k: f"{v:.6g}" for k, v in values.items()},
+        }
         with open(self.path, "a", newline="") as file:
             csv.DictWriter(file, fieldnames=self.columns).writerow(row)
         for name, value in values.items():

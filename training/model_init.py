@@ -54,7 +54,9 @@ class TransferReport:
     ignored: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        parts = [f"init-from {self.source}: transferred {len(self.transferred)} tensors ({_groups(self.transferred)})"]
+        parts = [
+            f"init-from {self.source}: transferred {len(self.transferred)} tensors ({_groups(self.transferred)})"
+        ]
         for name, keys in (("resized", self.resized), ("new", self.new), ("not used", self.ignored)):
             if keys:
                 parts.append(f"{name}: {_groups(keys)}")
@@ -64,7 +66,9 @@ class TransferReport:
 def _groups(keys: list[str]) -> str:
     """Compact listing: layer tensors counted per layer, other keys by module."""
     layers = sorted({int(k.split(".")[2]) for k in keys if k.startswith(("v.layers.", "v.blocks."))})
-    others = sorted({k.rsplit(".", 1)[0] if "." in k else k for k in keys if not k.startswith(("v.layers.", "v.blocks."))})
+    others = sorted(
+        {k.rsplit(".", 1)[0] if "." in k else k for k in keys if not k.startswith(("v.layers.", "v.blocks."))}
+    )
     parts = [f"layers {_ranges(layers)}"] if layers else []
     return ", ".join(parts + others) or "none"
 
@@ -104,13 +108,21 @@ def _kind(key: str) -> str:
     return "embedding"  # patch_embed, pos_embed, cls/dist tokens
 
 
-def transfer(model: SpectrogramModel, state: dict[str, Tensor], source_config: ModelConfig, source: str) -> TransferReport:
+def transfer(
+    model: SpectrogramModel, state: dict[str, Tensor], source_config: ModelConfig, source: str
+) -> TransferReport:
     """Copy what fits from ``state`` into ``model`` (see the module docstring) and report it."""
     config = model.config
     report = TransferReport(source)
     if source_config.arch != config.arch:
-        raise CheckpointError(f"init-from {source}: a {source_config.arch} checkpoint cannot initialise a {config.arch} model")
-    same_tokens = (source_config.tokens, source_config.fshape, source_config.tshape) == (config.tokens, config.fshape, config.tshape)
+        raise CheckpointError(
+            f"init-from {source}: a {source_config.arch} checkpoint cannot initialise a {config.arch} model"
+        )
+    same_tokens = (source_config.tokens, source_config.fshape, source_config.tshape) == (
+        config.tokens,
+        config.fshape,
+        config.tshape,
+    )
     same_labels = source_config.labels == config.labels and source_config.num_classes == config.num_classes
     target = model.state_dict()
     with torch.no_grad():
@@ -125,7 +137,9 @@ def transfer(model: SpectrogramModel, state: dict[str, Tensor], source_config: M
                 report.new.append(key)
                 continue
             if key == "v.pos_embed" and incoming.shape != value.shape:
-                incoming = resize_pos_embed(incoming, config.num_extra_tokens, source_config.grid, config.grid)
+                incoming = resize_pos_embed(
+                    incoming, config.num_extra_tokens, source_config.grid, config.grid
+                )
                 report.resized.append(key)
             if incoming.shape != value.shape:
                 if kind == "encoder":

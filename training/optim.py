@@ -22,7 +22,9 @@ POOL_PREFIX = "head_attention."
 
 
 def _exempt_from_decay(name: str, param: nn.Parameter) -> bool:
-    return getattr(param, "_no_weight_decay", False) or param.ndim <= 1 or name.split(".")[-1] in _NO_DECAY_NAMES
+    return (
+        getattr(param, "_no_weight_decay", False) or param.ndim <= 1 or name.split(".")[-1] in _NO_DECAY_NAMES
+    )
 
 
 def _lr_scale(name: str, head_lr_scale: float, pool_lr_scale: float) -> float:
@@ -31,7 +33,9 @@ def _lr_scale(name: str, head_lr_scale: float, pool_lr_scale: float) -> float:
     return pool_lr_scale if name.startswith(POOL_PREFIX) else 1.0
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, head_lr_scale: float, pool_lr_scale: float = 1.0) -> list[dict]:
+def parameter_groups(
+    model: nn.Module, weight_decay: float, head_lr_scale: float, pool_lr_scale: float = 1.0
+) -> list[dict]:
     """Groups (decay or not) x lr scale: the classifier head's, the attention pool's, the rest's 1."""
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
@@ -101,7 +105,11 @@ class LRSchedule:
             self.bad_evaluations = 0
 
     def state_dict(self) -> dict:
-        return {"plateau_factor": self.plateau_factor, "best": self.best, "bad_evaluations": self.bad_evaluations}
+        return {
+            "plateau_factor": self.plateau_factor,
+            "best": self.best,
+            "bad_evaluations": self.bad_evaluations,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.plateau_factor = float(state["plateau_factor"])

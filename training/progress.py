@@ -28,8 +28,13 @@ class EpochProgress:
         if not self.enabled:
             return
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(), console=Console(), transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=Console(),
+            transient=False,
         )
         self.task = self.bar.add_task(description, total=total, completed=done, stats="")
         self.bar.start()

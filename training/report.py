@@ -33,7 +33,12 @@ def write_report(directory: Path, confusion: np.ndarray, labels: list[str], titl
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    document = {"accuracy": accuracy(confusion), "per_class": rows, "labels": labels, "confusion": confusion.tolist()}
+    document = {
+        "accuracy": accuracy(confusion),
+        "per_class": rows,
+        "labels": labels,
+        "confusion": confusion.tolist(),
+    }
     (directory / "per_class.json").write_text(json.dumps(document, indent=2) + "\n")
     plot_confusion(confusion, labels, title, directory / "confusion.png")
 

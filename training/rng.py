@@ -18,7 +18,9 @@ _MT_WORDS = 624  # Mersenne Twister state words (NumPy and Python)
 
 def derive_seed(*entropy: int) -> int:
     """A 63-bit seed mixed from integers (NumPy SeedSequence), for independent reproducible streams."""
-    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+    return int(
+        np.random.SeedSequence([int(e) for e in entropy]).generate_state(2, np.uint64)[0] >> np.uint64(1)
+    )
 
 
 def seed_everything(seed: int) -> None:

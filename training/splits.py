@@ -86,7 +86,9 @@ def build_splits(recipe: Recipe, target_length: int) -> Splits:
         if data.fold == "all":
             raise RecipeError("data.fold=all runs one training per fold: start it through train.py")
         clip = _clip(data.clip_seconds, 5.0)
-        train = ESC50(root, [f for f in ESC50_FOLDS if f != data.fold], clip_samples=clip, random_crop=True, seed=seed)
+        train = ESC50(
+            root, [f for f in ESC50_FOLDS if f != data.fold], clip_samples=clip, random_crop=True, seed=seed
+        )
         val = test = ESC50(root, [data.fold], clip_samples=clip, seed=seed)
     elif data.kind == "manifest":
         clip = _clip(data.clip_seconds, 1.0)
@@ -101,7 +103,9 @@ def build_splits(recipe: Recipe, target_length: int) -> Splits:
                      for path in (data.val_root, data.test_root))  # fmt: skip
         for split in (val, test):
             if split is not None and split.labels != train.labels:
-                raise RecipeError(f"data.val_root/test_root classes {split.labels} differ from data.root's {train.labels}")
+                raise RecipeError(
+                    f"data.val_root/test_root classes {split.labels} differ from data.root's {train.labels}"
+                )
     else:  # unlabelled audio for self-supervised pretraining
         clip = _clip(data.clip_seconds, 0.0) or _frames_to_samples(target_length)
         train = UnlabelledAudio(_require(root, "data.root"), clip, seed=seed)
@@ -111,7 +115,9 @@ def build_splits(recipe: Recipe, target_length: int) -> Splits:
         train = LabelledFraction(train, data.label_fraction, seed)
     aug = recipe.augment
     if aug.rir_probability > 0:
-        train = RoomReverb(train, _rooms(aug.rir_bank, root), aug.rir_probability, tuple(aug.rir_level_db), seed)
+        train = RoomReverb(
+            train, _rooms(aug.rir_bank, root), aug.rir_probability, tuple(aug.rir_level_db), seed
+        )
     return Splits(train, val, test, list(train.labels), _noises(data.background, root, data.kind))
 
 
@@ -128,6 +134,8 @@ def _noises(background: str | None, root: str | None, kind: str) -> list[np.ndar
         return []
     if background == "auto":
         if kind != "speechcommands" or not (Path(str(root)) / BACKGROUND_NOISE_DIR).is_dir():
-            raise RecipeError("data.background=auto needs a Speech Commands root with _background_noise_/: give a folder")
+            raise RecipeError(
+                "data.background=auto needs a Speech Commands root with _background_noise_/: give a folder"
+            )
         return background_noises(str(root), SAMPLE_RATE)
     return background_noises(background, SAMPLE_RATE)

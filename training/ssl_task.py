@@ -66,10 +66,14 @@ def random_mask_indices(num_tokens: int, count: int, generator: torch.Generator)
     return torch.randperm(num_tokens, generator=generator)[:count]
 
 
-def mask_indices(batch: int, grid: tuple[int, int], count: int, cluster: bool, generator: torch.Generator) -> Tensor:
+def mask_indices(
+    batch: int, grid: tuple[int, int], count: int, cluster: bool, generator: torch.Generator
+) -> Tensor:
     """(batch, count) masked token indices, one draw per clip."""
     rows = [
-        cluster_mask_indices(grid, count, generator) if cluster else random_mask_indices(grid[0] * grid[1], count, generator)
+        cluster_mask_indices(grid, count, generator)
+        if cluster
+        else random_mask_indices(grid[0] * grid[1], count, generator)
         for _ in range(batch)
     ]
     return torch.stack(rows)
@@ -81,7 +85,9 @@ def masked_prediction_losses(
     """(nce, mse, masked-token accuracy) of one masked forward pass; ``indices`` (batch, count)."""
     batch, count = indices.shape
     patches = model.patchify(fbank)  # (batch, tokens, 256): the raw token contents
-    token_mask = torch.zeros(patches.shape[:2], dtype=torch.bool, device=fbank.device).scatter_(1, indices, True)
+    token_mask = torch.zeros(patches.shape[:2], dtype=torch.bool, device=fbank.device).scatter_(
+        1, indices, True
+    )
     hidden = model.forward_features(fbank, token_mask)[:, model.config.num_extra_tokens :]
     picked = hidden.gather(1, indices[..., None].expand(-1, -1, hidden.shape[-1]))
     targets = patches.gather(1, indices[..., None].expand(-1, -1, patches.shape[-1]))
@@ -126,7 +132,11 @@ class SSLTask(Task):
 
     def features(self, waveforms: Tensor) -> Tensor:
         fbank = self.frontend(waveforms.to(self.device))
-        return fit_frames(fbank, self.model.config.target_length, self.mask_value) if self.model.config.pos_embed else fbank
+        return (
+            fit_frames(fbank, self.model.config.target_length, self.mask_value)
+            if self.model.config.pos_embed
+            else fbank
+        )
 
     def prepare(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
         fbank = self.features(batch.waveforms)

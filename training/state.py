@@ -100,7 +100,11 @@ def save_checkpoint(
     metadata: dict | None = None,
 ) -> Path:
     """Write ``OUT/checkpoints/step-XXXXXXX/`` atomically and drop all but the newest ``keep``."""
-    rng = {f"rank{rank}.{name}": value for rank, states in enumerate(rng_states) for name, value in states.items()}
+    rng = {
+        f"rank{rank}.{name}": value
+        for rank, states in enumerate(rng_states)
+        for name, value in states.items()
+    }
     trainer = {"epoch": progress.epoch, "step": progress.step, "batches_done": progress.batches_done,
                "best_metric": progress.best_metric, "best_step": progress.best_step,
                "world_size": len(rng_states), **progress.extra}  # fmt: skip
@@ -121,7 +125,11 @@ def list_checkpoints(out: Path) -> list[Path]:
     folder = Path(out) / CHECKPOINTS_DIR
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / TRAINER_JSON).is_file()]
+    found = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / TRAINER_JSON).is_file()
+    ]
     return sorted(found, key=lambda p: p.name)
 
 
@@ -132,11 +140,21 @@ def resolve_resume(resume: str, out: Path) -> Path | None:
         return found[-1] if found else None
     path = Path(resume)
     if not (path / TRAINER_JSON).is_file():
-        raise CheckpointError(f"--resume {path}: not a training checkpoint (no {TRAINER_JSON}); use a step-* directory or 'auto'")
+        raise CheckpointError(
+            f"--resume {path}: not a training checkpoint (no {TRAINER_JSON}); use a step-* directory or 'auto'"
+        )
     return path
 
 
-RESUMABLE_CHANGES = ("epochs", "max_steps", "log_every", "device", "data.root", "model.init_from", "checkpoint.")
+RESUMABLE_CHANGES = (
+    "epochs",
+    "max_steps",
+    "log_every",
+    "device",
+    "data.root",
+    "model.init_from",
+    "checkpoint.",
+)
 
 
 def recipe_changes(checkpoint: Path, recipe: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -196,4 +214,3 @@ def load_checkpoint(
 def save_model_dir(directory: Path, model: nn.Module, metadata: dict | None = None) -> Path:
     """A model-only checkpoint (``best/``, ``final/``), atomically."""
     return write_directory_atomically(directory, model_files(model, metadata))
-

@@ -62,7 +62,9 @@ class StreamConfig:
     keywords: tuple[str, ...] = KWS12_KEYWORDS
     keyword_share: float = 0.3  # fraction of the words that are keywords, the rest unknown words
     seed: int = 0
-    engines: tuple[str, ...] = ()  # only clips of these engines or speakers (``rhvoice``, ``rhvoice:bdl``); () = all
+    engines: tuple[
+        str, ...
+    ] = ()  # only clips of these engines or speakers (``rhvoice``, ``rhvoice:bdl``); () = all
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,9 @@ def _engine_files(config: StreamConfig) -> set[str]:
              or row["speaker"] in chosen}  # fmt: skip
     if not files:
         found = sorted({row["engine"] for row in rows})
-        raise UserError(f"no clip of {config.data} is spoken by {', '.join(config.engines)} (engines there: {', '.join(found)})")
+        raise UserError(
+            f"no clip of {config.data} is spoken by {', '.join(config.engines)} (engines there: {', '.join(found)})"
+        )
     return files
 
 

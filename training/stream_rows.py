@@ -42,7 +42,9 @@ class LabelRoles:
     @classmethod
     def from_labels(cls, labels: Sequence[str], unknown: str, silence: str) -> LabelRoles:
         if unknown not in labels or silence not in labels:
-            raise ValueError(f"continuous rows need the labels {unknown} and {silence}; the model has {list(labels)}")
+            raise ValueError(
+                f"continuous rows need the labels {unknown} and {silence}; the model has {list(labels)}"
+            )
         index = {name: i for i, name in enumerate(labels)}
         keywords = frozenset(i for name, i in index.items() if name not in (unknown, silence))
         return cls(keywords, index[unknown], index[silence])
@@ -79,7 +81,9 @@ def build_rows(
         raise ValueError(f"clips_per_row must be >= 1, got {clips_per_row}")
     device = generator.device if generator is not None else torch.device("cpu")
     order = torch.randperm(batch, generator=generator, device=device).tolist()
-    gaps = (gap_seconds[0] + (gap_seconds[1] - gap_seconds[0]) * _rand((batch,), generator, waveforms)) * sample_rate
+    gaps = (
+        gap_seconds[0] + (gap_seconds[1] - gap_seconds[0]) * _rand((batch,), generator, waveforms)
+    ) * sample_rate
     pieces: list[list[Tensor]] = []
     words: list[tuple[int, int, int, int]] = []
     powers: list[list[float]] = []
@@ -126,7 +130,9 @@ def block_targets(
         inside = (first >= starts) & (last <= ends)
         partial_keyword[row] |= overlaps & ~inside
         seen = whole_keyword[row]
-        whole_keyword[row] = torch.where(inside & (seen == -1), label, torch.where(inside & (seen != label), -2, seen))
+        whole_keyword[row] = torch.where(
+            inside & (seen == -1), label, torch.where(inside & (seen != label), -2, seen)
+        )
     targets[partial_keyword] = IGNORE
     targets = torch.where(whole_keyword >= 0, whole_keyword, targets)
     targets[whole_keyword == -2] = IGNORE

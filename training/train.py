@@ -44,8 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True, type=Path, help="recipe YAML (training/recipes/*.yaml)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<recipe name>)")
     p.add_argument("--resume", default=None, help="a checkpoint directory, or 'auto' = the newest in --out")
-    p.add_argument("--init-from", default=None, help="official SSAMBA .pth or checkpoint directory (= model.init_from)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. optim.lr=1e-3 epochs=2")
+    p.add_argument(
+        "--init-from", default=None, help="official SSAMBA .pth or checkpoint directory (= model.init_from)"
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. optim.lr=1e-3 epochs=2"
+    )
     return p
 
 
@@ -59,7 +63,11 @@ def run_all_folds(recipe: Recipe, out: Path, resume: str | None, context: DistCo
     summary = {"folds": accuracies, "mean_accuracy": sum(accuracies.values()) / len(accuracies)}
     if context.is_main:
         (out / "folds.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"5-fold accuracy {summary['mean_accuracy']:.4f} (" + ", ".join(f"fold {k} {v:.4f}" for k, v in accuracies.items()) + ")")
+        print(
+            f"5-fold accuracy {summary['mean_accuracy']:.4f} ("
+            + ", ".join(f"fold {k} {v:.4f}" for k, v in accuracies.items())
+            + ")"
+        )
     return {"mean_accuracy": summary["mean_accuracy"]}
 
 

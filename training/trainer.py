@@ -87,7 +87,9 @@ def _configure_determinism(recipe: Recipe) -> None:
 
 
 def _target_length(recipe: Recipe) -> int:
-    return int(recipe.model.overrides.get("target_length", CONFIGS[recipe.model.name].get("target_length", 1024)))
+    return int(
+        recipe.model.overrides.get("target_length", CONFIGS[recipe.model.name].get("target_length", 1024))
+    )
 
 
 class Trainer:
@@ -96,7 +98,9 @@ class Trainer:
     def __init__(self, recipe: Recipe, out: Path, context: DistContext, resume: str | None = None) -> None:
         self.recipe, self.out, self.ctx = recipe, Path(out), context
         self.main = context.is_main
-        checkpoint = resolve_resume(resume, self.out) if resume else None  # user errors before any global state
+        checkpoint = (
+            resolve_resume(resume, self.out) if resume else None
+        )  # user errors before any global state
         self.splits = build_splits(recipe, _target_length(recipe))
         _configure_determinism(recipe)
         seed_everything(recipe.seed)
@@ -107,7 +111,9 @@ class Trainer:
         say(self.main, describe_model(self.model))
         self.task = build_task(recipe, self.model, context.device, self.splits)
         self.optimizer = build_optimizer(self.model, recipe.optim)
-        self.sampler = EpochShuffleSampler(len(self.splits.train), recipe.seed, context.rank, context.world_size)
+        self.sampler = EpochShuffleSampler(
+            len(self.splits.train), recipe.seed, context.rank, context.world_size
+        )
         self.batches_per_epoch = math.ceil(self.sampler.per_rank / recipe.data.batch_size)
         self.schedule = LRSchedule(recipe.schedule, recipe.optim.lr, self._total_steps())
         self.amp_dtype = self._amp_dtype()
@@ -131,7 +137,10 @@ class Trainer:
         if self.recipe.amp == "none":
             return None
         if self.ctx.device.type != "cuda":
-            say(self.main, f"amp={self.recipe.amp} applies on CUDA only: training in float32 on {self.ctx.device}")
+            say(
+                self.main,
+                f"amp={self.recipe.amp} applies on CUDA only: training in float32 on {self.ctx.device}",
+            )
             return None
         return torch.bfloat16 if self.recipe.amp == "bf16" else torch.float16
 
@@ -146,13 +155,21 @@ class Trainer:
         else:  # another world size: no state saved for this rank
             seed_everything(derive_seed(self.recipe.seed, self.ctx.rank, self.progress.step))
         p = self.progress
-        say(self.main, f"resumed from {checkpoint}: epoch {p.epoch + 1}, {p.batches_done} batches done, step {p.step}")
+        say(
+            self.main,
+            f"resumed from {checkpoint}: epoch {p.epoch + 1}, {p.batches_done} batches done, step {p.step}",
+        )
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler: torch.utils.data.Sampler) -> DataLoader:
         # An own generator: creating the iterator must not draw from the global one (exact resume).
         return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=self.recipe.data.num_workers,
-            collate_fn=collate_skipping_bad, generator=torch.Generator(), pin_memory=self.ctx.device.type == "cuda",
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.recipe.data.num_workers,
+            collate_fn=collate_skipping_bad,
+            generator=torch.Generator(),
+            pin_memory=self.ctx.device.type == "cuda",
         )
 
     def _total_steps(self) -> int:
@@ -177,7 +194,9 @@ class Trainer:
         self.splits.train.set_epoch(epoch)
         self.sampler.set_position(epoch, p.batches_done, recipe.data.batch_size)
         loader = self._loader(self.splits.train, recipe.data.batch_size, self.sampler)
-        bar = EpochProgress(self.main, f"epoch {epoch + 1}/{recipe.epochs}", self.batches_per_epoch, p.batches_done)
+        bar = EpochProgress(
+            self.main, f"epoch {epoch + 1}/{recipe.epochs}", self.batches_per_epoch, p.batches_done
+        )
         skips, window = SkipReport(), _Window()
         self.model.train()
         try:
@@ -220,7 +239,9 @@ class Trainer:
             out = self.objective(**inputs)
         loss = out["loss"]
         if not torch.isfinite(loss.detach()):
-            raise DivergedError(f"the loss is {float(loss)} at step {p.step} (epoch {epoch + 1}): lower optim.lr or set optim.grad_clip")
+            raise DivergedError(
+                f"the loss is {float(loss)} at step {p.step} (epoch {epoch + 1}): lower optim.lr or set optim.grad_clip"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -241,7 +262,9 @@ class Trainer:
     # ------------------------------------------------------------------ reporting
     def _log_train(self, window: _Window) -> None:
         names = sorted(k for k in window.sums if k != "lr")
-        totals = all_reduce_sum(torch.tensor([window.sums[n] for n in names], dtype=torch.float64), self.ctx).tolist()
+        totals = all_reduce_sum(
+            torch.tensor([window.sums[n] for n in names], dtype=torch.float64), self.ctx
+        ).tolist()
         sums = dict(zip(names, totals, strict=True))
         count = max(sums.pop("count"), 1.0)
         values = {f"train/{name}": value / count for name, value in sums.items()}
@@ -251,7 +274,10 @@ class Trainer:
         self.metrics.log(p.step, p.epoch, values)
         if not bar_enabled():
             shown = " ".join(f"{k.removeprefix('train/')} {v:.4g}" for k, v in values.items())
-            say(self.main, f"epoch {p.epoch + 1} batch {p.batches_done}/{self.batches_per_epoch} step {p.step}: {shown}")
+            say(
+                self.main,
+                f"epoch {p.epoch + 1} batch {p.batches_done}/{self.batches_per_epoch} step {p.step}: {shown}",
+            )
 
     def _report_skips(self, epoch: int, skips: SkipReport) -> None:
         merged = SkipReport()
@@ -269,16 +295,29 @@ class Trainer:
             return None
         size = self.recipe.data.eval_batch_size or self.recipe.data.batch_size
         limit = self.task.eval_items(size)
-        loader = self._loader(dataset, size, ShardSampler(len(dataset), self.ctx.rank, self.ctx.world_size, limit))
+        loader = self._loader(
+            dataset, size, ShardSampler(len(dataset), self.ctx.rank, self.ctx.world_size, limit)
+        )
         self.model.eval()
         result = self.task.evaluate(loader, derive_seed(self.recipe.seed, EVAL_SEED, self.ctx.rank), self.ctx)
         self.model.train()
         p = self.progress
-        self.metrics.log(p.step, p.epoch, {f"{split}/{name}": value for name, value in result.metrics.items()})
-        say(self.main, f"{split} at step {p.step}: " + " ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items())))
+        self.metrics.log(
+            p.step, p.epoch, {f"{split}/{name}": value for name, value in result.metrics.items()}
+        )
+        say(
+            self.main,
+            f"{split} at step {p.step}: "
+            + " ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items())),
+        )
         if self.main:
             for suffix, confusion in result.confusions.items():
-                write_report(self.out / "eval" / f"{split}{suffix}", confusion, self.splits.labels, f"{split}{suffix} step {p.step}")
+                write_report(
+                    self.out / "eval" / f"{split}{suffix}",
+                    confusion,
+                    self.splits.labels,
+                    f"{split}{suffix} step {p.step}",
+                )
         if split == self.recipe.eval.split:
             self._track_best(result.metrics[self.task.main_metric])
             self._last_eval = (p.step, result)
@@ -290,13 +329,21 @@ class Trainer:
         if p.best_metric is None or metric > p.best_metric:
             p.best_metric, p.best_step = metric, p.step
             if self.main:
-                meta = {"best": {"metric": f"{self.recipe.eval.split}/{self.task.main_metric}", "value": metric, "step": p.step}}
+                meta = {
+                    "best": {
+                        "metric": f"{self.recipe.eval.split}/{self.task.main_metric}",
+                        "value": metric,
+                        "step": p.step,
+                    }
+                }
                 save_model_dir(self.out / "best", self.model, meta)
 
     def _checkpoint(self) -> None:
         states = capture()
         gathered = {name: all_gather_tensor(value, self.ctx) for name, value in states.items()}
-        per_rank = [{name: tensors[rank] for name, tensors in gathered.items()} for rank in range(self.ctx.world_size)]
+        per_rank = [
+            {name: tensors[rank] for name, tensors in gathered.items()} for rank in range(self.ctx.world_size)
+        ]
         if not self.main:
             return
         p = self.progress
@@ -312,7 +359,11 @@ class Trainer:
             if split == "test" and self.splits.test is self.splits.validation:
                 continue  # ESC-50: the held-out fold is both
             last_step, last = self._last_eval
-            result = last if split == self.recipe.eval.split and last_step == self.progress.step else self._evaluate(split)
+            result = (
+                last
+                if split == self.recipe.eval.split and last_step == self.progress.step
+                else self._evaluate(split)
+            )
             if result is not None:
                 metrics.update({f"{split}/{name}": value for name, value in result.metrics.items()})
         digests = replica_digests(self.model, self.ctx)

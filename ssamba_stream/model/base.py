@@ -26,6 +26,7 @@ HEAD_KINDS = ("avgtok", "cls")
 HEAD_POOLS = ("mean", "attention")
 SSL_TARGET_DIM = 256  # a raw 16x16 patch or 128x2 frame pair, the target of the SSL heads
 
+
 @dataclass
 class ModelConfig:
     """Fields every architecture shares (tokens, position, heads, frontend); saved as JSON beside the weights.
@@ -69,22 +70,34 @@ class ModelConfig:
             if not ok:
                 raise ValueError(message)
         if self.fshape * self.tshape != SSL_TARGET_DIM and self.ssl_heads:
-            raise ValueError(f"SSL heads predict {SSL_TARGET_DIM}-value tokens: use 16x16 patches or 128x2 frames")
+            raise ValueError(
+                f"SSL heads predict {SSL_TARGET_DIM}-value tokens: use 16x16 patches or 128x2 frames"
+            )
 
     def _checks(self) -> list[tuple[bool, str]]:
         """(condition, error message) pairs; subclasses add their encoder's."""
         return [
-            (self.arch == self.ARCH,
-             f"{type(self).__name__} has arch {self.ARCH!r}, got {self.arch!r}: build it with config_from_dict"),
+            (
+                self.arch == self.ARCH,
+                f"{type(self).__name__} has arch {self.ARCH!r}, got {self.arch!r}: build it with config_from_dict",
+            ),
             (self.tokens in TOKEN_KINDS, f"tokens must be one of {TOKEN_KINDS}, got {self.tokens!r}"),
             (self.head in HEAD_KINDS, f"head must be one of {HEAD_KINDS}, got {self.head!r}"),
             (self.embed_dim > 0 and self.depth > 0, "embed_dim and depth must be positive"),
-            (self.fshape <= self.num_mel_bins, f"fshape {self.fshape} exceeds num_mel_bins {self.num_mel_bins}"),
+            (
+                self.fshape <= self.num_mel_bins,
+                f"fshape {self.fshape} exceeds num_mel_bins {self.num_mel_bins}",
+            ),
             (self.head != "cls" or self.cls_token, "head='cls' needs cls_token=True"),
             (self.head_pool in HEAD_POOLS, f"head_pool must be one of {HEAD_POOLS}, got {self.head_pool!r}"),
-            (self.head_pool == "mean" or self.head == "avgtok", "head_pool='attention' pools tokens: use head='avgtok'"),
-            (not self.labels or len(self.labels) == self.num_classes,
-             f"{len(self.labels)} labels given for num_classes={self.num_classes}"),
+            (
+                self.head_pool == "mean" or self.head == "avgtok",
+                "head_pool='attention' pools tokens: use head='avgtok'",
+            ),
+            (
+                not self.labels or len(self.labels) == self.num_classes,
+                f"{len(self.labels)} labels given for num_classes={self.num_classes}",
+            ),
         ]
 
     @property
@@ -165,7 +178,9 @@ class TokenEmbedding(nn.Module):
             self.pos_embed = nn.Parameter(torch.zeros(1, config.num_extra_tokens + f_dim * t_dim, dim))
 
 
-def resize_pos_embed(pos_embed: Tensor, num_extra: int, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
+def resize_pos_embed(
+    pos_embed: Tensor, num_extra: int, old_grid: tuple[int, int], new_grid: tuple[int, int]
+) -> Tensor:
     """SSAST/SSAMBA's adaptation of a learned position embedding to another token grid.
 
     Per axis: a centred cut where the new grid is smaller, bilinear interpolation where it is larger
@@ -251,7 +266,10 @@ class SpectrogramModel(nn.Module):
         """The feature extractor this model was trained with (rate, mel bins, normalisation)."""
         cfg = self.config
         return KaldiFbank(
-            sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins, norm_mean=cfg.norm_mean, norm_std=cfg.norm_std
+            sample_rate=cfg.sample_rate,
+            num_mel_bins=cfg.num_mel_bins,
+            norm_mean=cfg.norm_mean,
+            norm_std=cfg.norm_std,
         )
 
     # ------------------------------------------------------------------ tokens
@@ -333,4 +351,3 @@ class SpectrogramModel(nn.Module):
     def forward(self, fbank: Tensor, mode: ScanMode | None = None) -> Tensor:
         """Logits (batch, num_classes) for whole clips of normalised fbank features."""
         return self.classify(self.pool(self.forward_features(fbank, mode=mode)))
-

@@ -127,7 +127,9 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, Tensor], source: 
     if missing:
         raise CheckpointError(f"{source} lacks {len(missing)} weight(s) of the model, e.g. {missing[0]!r}")
     if unexpected:
-        raise CheckpointError(f"{source} has {len(unexpected)} weight(s) the model lacks, e.g. {unexpected[0]!r}")
+        raise CheckpointError(
+            f"{source} has {len(unexpected)} weight(s) the model lacks, e.g. {unexpected[0]!r}"
+        )
     for key, target in expected.items():
         if state[key].shape != target.shape:
             raise CheckpointError(
@@ -155,7 +157,11 @@ class ImportReport:
 
     def summary(self) -> str:
         parts = [f"{len(self.loaded)} tensors loaded"]
-        for name, keys in (("ignored", self.ignored), ("newly initialised", self.initialised), ("resized", self.resized)):
+        for name, keys in (
+            ("ignored", self.ignored),
+            ("newly initialised", self.initialised),
+            ("resized", self.resized),
+        ):
             if keys:
                 parts.append(f"{name}: {', '.join(keys)}")
         return "; ".join(parts)
@@ -165,13 +171,19 @@ def read_official_state(path: str | os.PathLike) -> dict[str, Tensor]:
     """An official .pth state dict without its DataParallel ``module.`` prefix (no pickle code runs)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"official checkpoint {path} not found: download amba_*.pth from the SSAMBA README")
+        raise CheckpointError(
+            f"official checkpoint {path} not found: download amba_*.pth from the SSAMBA README"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for non-checkpoint / truncated / pickled-code files
-        raise CheckpointError(f"{path} is not a readable weights-only PyTorch checkpoint: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path} is not a readable weights-only PyTorch checkpoint: {str(exc).splitlines()[0]}"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors: is it an official SSAMBA checkpoint?")
+        raise CheckpointError(
+            f"{path} does not hold a state dict of tensors: is it an official SSAMBA checkpoint?"
+        )
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -184,19 +196,29 @@ def infer_official_config(state: dict[str, Tensor], **overrides) -> SSAMBAConfig
     try:
         embed_dim, _, fshape, tshape = state["v.patch_embed.proj.weight"].shape
     except KeyError:
-        raise CheckpointError("not an official SSAMBA checkpoint: 'module.v.patch_embed.proj.weight' is missing") from None
+        raise CheckpointError(
+            "not an official SSAMBA checkpoint: 'module.v.patch_embed.proj.weight' is missing"
+        ) from None
     layer_ids = {int(k.split(".")[2]) for k in state if k.startswith("v.layers.")}
     if not layer_ids:
         raise CheckpointError("not an official SSAMBA checkpoint: it has no 'module.v.layers.*' weights")
     depth = 1 + max(layer_ids)
     has_cls = "v.cls_token" in state
     config = dict(
-        name="ssamba-official", embed_dim=embed_dim, depth=depth, fshape=fshape, tshape=tshape,
-        fstride=overrides.get("fstride", fshape), tstride=overrides.get("tstride", tshape),
-        tokens="frame" if fshape == 128 else "patch", cls_token=has_cls, pos_embed="v.pos_embed" in state,
+        name="ssamba-official",
+        embed_dim=embed_dim,
+        depth=depth,
+        fshape=fshape,
+        tshape=tshape,
+        fstride=overrides.get("fstride", fshape),
+        tstride=overrides.get("tstride", tshape),
+        tokens="frame" if fshape == 128 else "patch",
+        cls_token=has_cls,
+        pos_embed="v.pos_embed" in state,
         norm="layernorm" if "v.norm_f.bias" in state else "rmsnorm",
         bidirectional="v.layers.0.mixer.conv1d_b.weight" in state,
-        pair_layers=depth % 2 == 0, final_norm_twice=True,
+        pair_layers=depth % 2 == 0,
+        final_norm_twice=True,
         d_state=state["v.layers.0.mixer.A_log"].shape[1],
         d_conv=state["v.layers.0.mixer.conv1d.weight"].shape[-1],
         expand=state["v.layers.0.mixer.in_proj.weight"].shape[0] // (2 * embed_dim),
@@ -228,7 +250,9 @@ def import_official(path: str | os.PathLike, **overrides) -> tuple[SSAMBA, Impor
     return import_official_state(read_official_state(path), source=str(path), **overrides)
 
 
-def import_official_state(state: dict[str, Tensor], source: str = "state dict", **overrides) -> tuple[SSAMBA, ImportReport]:
+def import_official_state(
+    state: dict[str, Tensor], source: str = "state dict", **overrides
+) -> tuple[SSAMBA, ImportReport]:
     """``import_official`` for a state dict already in memory (``module.`` prefix optional)."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
     file_config = infer_official_config(state)
@@ -245,7 +269,9 @@ def import_official_state(state: dict[str, Tensor], source: str = "state dict", 
         elif _is_replaced_head(key, file_config, config):
             report.ignored.append(key)
         else:
-            raise CheckpointError(f"{source}: key 'module.{key}' is not part of the {config.name} model ({_describe(config)})")
+            raise CheckpointError(
+                f"{source}: key 'module.{key}' is not part of the {config.name} model ({_describe(config)})"
+            )
     for key, target in expected.items():
         if key not in mapped:
             if not _is_replaced_head(key, file_config, config):
@@ -279,4 +305,6 @@ def _is_replaced_head(key: str, before: SSAMBAConfig, after: SSAMBAConfig) -> bo
 
 
 def _describe(config: SSAMBAConfig) -> str:
-    return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items() if k in ("embed_dim", "depth", "tokens"))
+    return ", ".join(
+        f"{k}={v}" for k, v in dataclasses.asdict(config).items() if k in ("embed_dim", "depth", "tokens")
+    )

@@ -50,9 +50,18 @@ def _prepare(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Tensor 
 
 
 def scan_unrolled(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
-    delta_bias: Tensor | None = None, delta_softplus: bool = False, initial_state: Tensor | None = None,
-    return_last_state: bool = False, **_: object,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    return_last_state: bool = False,
+    **_: object,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The recurrence h_t = exp(dt A) h_{t-1} + dt B_t u_t written out step by step."""
     dtype = u.dtype
@@ -72,9 +81,19 @@ def scan_unrolled(
 
 
 def scan_segsum(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
-    delta_bias: Tensor | None = None, delta_softplus: bool = False, initial_state: Tensor | None = None,
-    return_last_state: bool = False, chunk: int = SEGSUM_CHUNK, **_: object,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    return_last_state: bool = False,
+    chunk: int = SEGSUM_CHUNK,
+    **_: object,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """h_t = exp(cum_t) h_0 + sum_{s<=t} exp(cum_t - cum_s) dt_s B_s u_s, a chunk of steps at once.
 
@@ -91,7 +110,9 @@ def scan_segsum(
         cum = torch.cumsum(log_decay[:, :, start:end], dim=2)  # (b, d, T, n)
         pairwise = cum.unsqueeze(3) - cum.unsqueeze(2)  # (b, d, t, s, n)
         causal = torch.ones(end - start, end - start, dtype=torch.bool, device=u.device).tril()
-        kernel = torch.exp(torch.where(causal[:, :, None], pairwise, torch.full_like(pairwise, float("-inf"))))
+        kernel = torch.exp(
+            torch.where(causal[:, :, None], pairwise, torch.full_like(pairwise, float("-inf")))
+        )
         states = (kernel * drive[:, :, start:end].unsqueeze(2)).sum(3)  # (b, d, t, n)
         if state is not None:
             states = states + torch.exp(cum) * state.unsqueeze(2)
@@ -102,9 +123,19 @@ def scan_segsum(
 
 
 def scan_cumsum(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
-    delta_bias: Tensor | None = None, delta_softplus: bool = False, initial_state: Tensor | None = None,
-    return_last_state: bool = False, chunk: int = CUMSUM_CHUNK, **_: object,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    return_last_state: bool = False,
+    chunk: int = CUMSUM_CHUNK,
+    **_: object,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Log-space cumulative sums: h_t = exp(c_t - m) * (cumsum_s exp(m - c_s) x_s + exp(m) h_0).
 

@@ -172,7 +172,9 @@ class Mamba(nn.Module):
 
         # Window k holds tokens k*B .. k*B + W - 1: a reshape when windows do not overlap, else a
         # gather (not unfold, which does not export to ONNX).
-        positions = torch.arange(n_blocks, device=x.device)[:, None] * block + torch.arange(window, device=x.device)
+        positions = torch.arange(n_blocks, device=x.device)[:, None] * block + torch.arange(
+            window, device=x.device
+        )
 
         def to_windows(t: Tensor) -> Tensor:
             w = t.view(-1, d_inner, n_blocks, block) if not ahead else t[..., positions]
@@ -216,11 +218,19 @@ class Mamba(nn.Module):
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         """The state a stream carries, per batch row, by step-graph name (``MixerState``'s field order)."""
-        return dict(zip(MIXER_STATE_NAMES, ((self.d_inner, self.d_conv - 1), (self.d_inner, self.d_state)), strict=True))
+        return dict(
+            zip(
+                MIXER_STATE_NAMES,
+                ((self.d_inner, self.d_conv - 1), (self.d_inner, self.d_state)),
+                strict=True,
+            )
+        )
 
     def init_state(self, batch: int, device: torch.device | None = None) -> MixerState:
         """Zero state, as at the start of a stream."""
-        return MixerState(*(torch.zeros(batch, *shape, device=device) for shape in self.state_shapes().values()))
+        return MixerState(
+            *(torch.zeros(batch, *shape, device=device) for shape in self.state_shapes().values())
+        )
 
     def check_streamable(self, num_tokens: int, mode: ScanMode) -> None:
         """Raise ValueError unless a chunk of ``num_tokens`` tokens can be processed with carried state."""
@@ -239,7 +249,9 @@ class Mamba(nn.Module):
                 "feed chunks of a multiple of the backward block"
             )
 
-    def forward_chunk(self, hidden: Tensor, state: Sequence[Tensor], mode: ScanMode) -> tuple[Tensor, MixerState]:
+    def forward_chunk(
+        self, hidden: Tensor, state: Sequence[Tensor], mode: ScanMode
+    ) -> tuple[Tensor, MixerState]:
         """Process the next chunk of a stream (whole blocks), carrying the forward direction's state.
 
         ``state`` holds the tensors of ``state_shapes`` in order. Feeding a sequence chunk by chunk
@@ -254,7 +266,9 @@ class Mamba(nn.Module):
         y_bwd = self._backward_blocks(x, z, mode) if self.bidirectional else None
         return self._combine(y_fwd, y_bwd), new_state
 
-    def _one_block_both_directions(self, hidden: Tensor, state: MixerState, length: int) -> tuple[Tensor, MixerState]:
+    def _one_block_both_directions(
+        self, hidden: Tensor, state: MixerState, length: int
+    ) -> tuple[Tensor, MixerState]:
         """Both directions over exactly one block: forward from the carried state, backward from zero.
 
         The step graph's hot path. The directions are stacked as two groups (the backward one

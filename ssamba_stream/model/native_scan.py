@@ -44,7 +44,9 @@ def _cpu_tag() -> str:
     if machine != "x86_64":
         return machine
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+        flags = next(
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+        )
     except (OSError, StopIteration):
         flags = ""
     return f"{machine}-{hashlib.sha1(flags.encode()).hexdigest()[:8]}"
@@ -80,8 +82,11 @@ def _extension() -> ModuleType | str:
         build_dir.mkdir(parents=True, exist_ok=True)
         library = build_dir / f"{_NAME}.so"
         if not library.exists() or library.stat().st_mtime < _SOURCE.stat().st_mtime:
-            print(f"ssamba-stream: compiling the native CPU selective scan into {build_dir} (once, ~1 min)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"ssamba-stream: compiling the native CPU selective scan into {build_dir} (once, ~1 min)",
+                file=sys.stderr,
+                flush=True,
+            )
         openmp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
         # x86_64's baseline is SSE2; this CPU's vector width makes the scan 2-4x faster (the build
         # directory is per CPU). aarch64's baseline already has NEON.

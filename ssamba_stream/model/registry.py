@@ -31,12 +31,31 @@ def config_from_dict(data: dict) -> ModelConfig:
 
 
 _PUBLISHED = dict(
-    depth=24, tokens="patch", fshape=16, tshape=16, fstride=16, tstride=16, target_length=1024,
-    pos_embed=True, cls_token=True, pair_layers=True, norm="layernorm", drop_path=0.1,
+    depth=24,
+    tokens="patch",
+    fshape=16,
+    tshape=16,
+    fstride=16,
+    tstride=16,
+    target_length=1024,
+    pos_embed=True,
+    cls_token=True,
+    pair_layers=True,
+    norm="layernorm",
+    drop_path=0.1,
 )
 _SSAST_PUBLISHED = dict(
-    depth=12, tokens="patch", fshape=16, tshape=16, fstride=16, tstride=16, target_length=1024,
-    pos_embed=True, cls_token=True, dist_token=True, drop_path=0.0,
+    depth=12,
+    tokens="patch",
+    fshape=16,
+    tshape=16,
+    fstride=16,
+    tstride=16,
+    target_length=1024,
+    pos_embed=True,
+    cls_token=True,
+    dist_token=True,
+    drop_path=0.0,
 )
 
 CONFIGS: dict[str, dict] = {
@@ -49,9 +68,22 @@ CONFIGS: dict[str, dict] = {
     # Embed 96 x depth 8 (~0.68M parameters) trains on a 2-core CPU in minutes per epoch and is in
     # the size class of the strong small KWS models (ds_tc_resnet 75K, KWT-1 607K).
     "ssamba-kws": dict(
-        name="ssamba-kws", embed_dim=96, depth=8, tokens="frame", fshape=128, tshape=2, fstride=128,
-        tstride=2, target_length=100, pos_embed=False, cls_token=False, pair_layers=False,
-        backward_block=8, drop_path=0.05, norm_mean=-6.845978, norm_std=5.5654526,
+        name="ssamba-kws",
+        embed_dim=96,
+        depth=8,
+        tokens="frame",
+        fshape=128,
+        tshape=2,
+        fstride=128,
+        tstride=2,
+        target_length=100,
+        pos_embed=False,
+        cls_token=False,
+        pair_layers=False,
+        backward_block=8,
+        drop_path=0.05,
+        norm_mean=-6.845978,
+        norm_std=5.5654526,
     ),
     # SSAST as published (YuanGongND/ssast, patch pretraining): DeiT-distilled ViTs (cls + distillation
     # token), depth 12, the baseline SSAMBA's efficiency and accuracy are measured against.

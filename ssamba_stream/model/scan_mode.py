@@ -36,7 +36,9 @@ class ScanMode:
 
     def __post_init__(self) -> None:
         if self.block is not None and (isinstance(self.block, bool) or self.block < 1):
-            raise ValueError(f"the backward block must be None or a positive number of tokens, got {self.block}")
+            raise ValueError(
+                f"the backward block must be None or a positive number of tokens, got {self.block}"
+            )
         if self.lookahead < 0:
             raise ValueError(f"lookahead must be >= 0, got {self.lookahead}")
         if self.lookahead and self.block is None:

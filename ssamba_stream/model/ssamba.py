@@ -45,11 +45,15 @@ class SSAMBAConfig(ModelConfig):
         return super()._checks() + [
             (self.norm in NORM_KINDS, f"norm must be one of {NORM_KINDS}, got {self.norm!r}"),
             (not self.pair_layers or self.depth % 2 == 0, "pair_layers needs an even depth"),
-            (self.backward_block is None or self.backward_block >= 1,
-             f"backward_block must be None or a positive number of tokens, got {self.backward_block}"),
+            (
+                self.backward_block is None or self.backward_block >= 1,
+                f"backward_block must be None or a positive number of tokens, got {self.backward_block}",
+            ),
             (self.lookahead >= 0, f"lookahead must be >= 0, got {self.lookahead}"),
-            (not self.lookahead or self.backward_block is not None,
-             "lookahead only applies to a block-local backward: set backward_block too"),
+            (
+                not self.lookahead or self.backward_block is not None,
+                "lookahead only applies to a block-local backward: set backward_block too",
+            ),
         ]
 
 
@@ -60,7 +64,10 @@ class Block(nn.Module):
         super().__init__()
         dim = config.embed_dim
         self.mixer = Mamba(
-            dim, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
+            dim,
+            d_state=config.d_state,
+            d_conv=config.d_conv,
+            expand=config.expand,
             bidirectional=config.bidirectional,
         )
         self.norm = _make_norm(config)
@@ -181,7 +188,9 @@ class SSAMBA(SpectrogramModel):
         self.check_streamable()
         mode = self.scan_mode() if mode is None else mode
         if len(states) != len(self.v.layers):
-            raise ValueError(f"got {len(states)} layer states for a {len(self.v.layers)}-layer model: use init_stream_state")
+            raise ValueError(
+                f"got {len(states)} layer states for a {len(self.v.layers)}-layer model: use init_stream_state"
+            )
         hidden = self.tokenize(fbank)
         residual = None
         new_states = []
@@ -189,4 +198,3 @@ class SSAMBA(SpectrogramModel):
             hidden, residual, state = layer.forward_chunk(hidden, residual, state, mode)
             new_states.append(state)
         return self._final_norm(hidden, residual), new_states
-

@@ -46,10 +46,15 @@ class SSASTConfig(ModelConfig):
 
     def _checks(self) -> list[tuple[bool, str]]:
         return super()._checks() + [
-            (self.num_heads > 0 and self.embed_dim % self.num_heads == 0,
-             f"embed_dim {self.embed_dim} must be a multiple of num_heads {self.num_heads}"),
+            (
+                self.num_heads > 0 and self.embed_dim % self.num_heads == 0,
+                f"embed_dim {self.embed_dim} must be a multiple of num_heads {self.num_heads}",
+            ),
             (self.mlp_ratio > 0, f"mlp_ratio must be positive, got {self.mlp_ratio}"),
-            (self.attention in ATTENTION_KINDS, f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}"),
+            (
+                self.attention in ATTENTION_KINDS,
+                f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}",
+            ),
             (not self.dist_token or self.cls_token, "dist_token needs cls_token=True"),
         ]
 

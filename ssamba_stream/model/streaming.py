@@ -65,7 +65,9 @@ class StreamStep(nn.Module):
         model.check_streamable()
         block = block or model.config.backward_block
         if block is None:
-            raise ValueError("the model has a full backward scan and cannot stream: train it with backward_block=B")
+            raise ValueError(
+                "the model has a full backward scan and cannot stream: train it with backward_block=B"
+            )
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.model = model.eval()
@@ -86,7 +88,10 @@ class StreamStep(nn.Module):
         layer_states = self.model.init_stream_state(batch)
         return {
             "leftover": torch.zeros(batch, self.frontend.window_length - self.frontend.hop_length),
-            **{name: torch.stack(part) for name, part in zip(self.layer_state_names, zip(*layer_states, strict=True), strict=True)},
+            **{
+                name: torch.stack(part)
+                for name, part in zip(self.layer_state_names, zip(*layer_states, strict=True), strict=True)
+            },
             "head_window": torch.zeros(batch, self.window, self.model.config.embed_dim),
             "head_count": torch.zeros(batch, 1),
         }
@@ -102,7 +107,13 @@ class StreamStep(nn.Module):
         logits = self.model.classify(self.model.pool_window(head_window, real))
         new_stacks = [torch.stack(part) for part in zip(*layer_states, strict=True)]
         return (
-            _activate(logits, self.activation), logits, features, leftover, *new_stacks, head_window, head_count,
+            _activate(logits, self.activation),
+            logits,
+            features,
+            leftover,
+            *new_stacks,
+            head_window,
+            head_count,
         )
 
 

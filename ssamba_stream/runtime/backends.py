@@ -39,7 +39,10 @@ BackendFactory = Callable[[Path, StreamModelSpec, int], Backend]  # (graph path,
 _FACTORIES: dict[str, BackendFactory] = {}
 # Backends whose module registers them on import, imported only when asked for.
 _MODULES = {"tensorrt": "ssamba_stream.runtime.tensorrt_backend", "torch": "ssamba_export.torch_backend"}
-_NEEDS = {"torch": "PyTorch: pip install 'ssamba-stream[export]'", "tensorrt": "TensorRT: pip install 'ssamba-stream[gpu]'"}
+_NEEDS = {
+    "torch": "PyTorch: pip install 'ssamba-stream[export]'",
+    "tensorrt": "TensorRT: pip install 'ssamba-stream[gpu]'",
+}
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:
@@ -68,7 +71,9 @@ def make_backend(name: str, graph_path: Path, spec: StreamModelSpec, threads: in
 class OnnxRuntimeBackend:
     """onnxruntime on CPU, or CUDA when onnxruntime-gpu and a GPU are present (``device='cuda'``)."""
 
-    def __init__(self, graph_path: Path, spec: StreamModelSpec, threads: int = 1, device: str = "cpu") -> None:
+    def __init__(
+        self, graph_path: Path, spec: StreamModelSpec, threads: int = 1, device: str = "cpu"
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -89,7 +94,9 @@ class OnnxRuntimeBackend:
         try:
             self.session = ort.InferenceSession(str(graph_path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
-            raise ModelFileError(f"{graph_path} is not a loadable ONNX graph ({_first_line(exc)}): re-export it") from None
+            raise ModelFileError(
+                f"{graph_path} is not a loadable ONNX graph ({_first_line(exc)}): re-export it"
+            ) from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         _check_io(graph_path, spec, self.input_names, [o.name for o in self.session.get_outputs()])
 
@@ -100,7 +107,9 @@ class OnnxRuntimeBackend:
 
 
 register_backend("onnxruntime", lambda path, spec, threads: OnnxRuntimeBackend(path, spec, threads))
-register_backend("onnxruntime-cuda", lambda path, spec, threads: OnnxRuntimeBackend(path, spec, threads, device="cuda"))
+register_backend(
+    "onnxruntime-cuda", lambda path, spec, threads: OnnxRuntimeBackend(path, spec, threads, device="cuda")
+)
 
 
 def _check_io(graph_path: Path, spec: StreamModelSpec, inputs: list[str], outputs: list[str]) -> None:

@@ -38,7 +38,9 @@ class StreamingSession:
     its JSON sidecar beside it. ``streams`` > 1 batches several streams through one graph call.
     """
 
-    def __init__(self, model_path: str | Path, backend: str = "onnxruntime", streams: int = 1, threads: int = 1) -> None:
+    def __init__(
+        self, model_path: str | Path, backend: str = "onnxruntime", streams: int = 1, threads: int = 1
+    ) -> None:
         if streams < 1:
             raise UserError(f"streams must be at least 1, got {streams}")
         if not (isinstance(threads, int) and threads >= 1):
@@ -77,15 +79,22 @@ class StreamingSession:
 
     def snapshot(self) -> SessionSnapshot:
         return SessionSnapshot(
-            self.spec.fingerprint, {k: v.copy() for k, v in self._state.items()}, self._pending.copy(), self._blocks
+            self.spec.fingerprint,
+            {k: v.copy() for k, v in self._state.items()},
+            self._pending.copy(),
+            self._blocks,
         )
 
     def restore(self, snapshot: SessionSnapshot) -> None:
         """Continue from ``snapshot``; it must come from a session of the same graph and stream count."""
         if not isinstance(snapshot, SessionSnapshot):
-            raise UserError(f"restore() takes a SessionSnapshot from snapshot(), got {type(snapshot).__name__}")
+            raise UserError(
+                f"restore() takes a SessionSnapshot from snapshot(), got {type(snapshot).__name__}"
+            )
         if snapshot.fingerprint != self.spec.fingerprint:
-            raise UserError("this snapshot was taken from another model: restore it into a session of the same model file")
+            raise UserError(
+                "this snapshot was taken from another model: restore it into a session of the same model file"
+            )
         for spec in self.spec.state:
             value = snapshot.state.get(spec.name)
             if value is None or value.shape != spec.concrete(self.streams):
@@ -106,14 +115,18 @@ class StreamingSession:
         pcm = np.asarray(pcm)
         if pcm.dtype not in (np.float32, np.float64):
             fix = " (divide int16 PCM by 32768)" if np.issubdtype(pcm.dtype, np.integer) else ""
-            raise InputError(f"expected float32 PCM in [-1, 1], got dtype {pcm.dtype}: convert it to float32{fix}")
+            raise InputError(
+                f"expected float32 PCM in [-1, 1], got dtype {pcm.dtype}: convert it to float32{fix}"
+            )
         if pcm.ndim == 1 and self.streams == 1:
             pcm = pcm[None]
         if pcm.ndim != 2 or pcm.shape[0] != self.streams:
             expected = "(samples,) or (1, samples)" if self.streams == 1 else f"({self.streams}, samples)"
             raise InputError(f"expected PCM of shape {expected}, got {pcm.shape}: one row per stream, mono")
         if not np.isfinite(pcm).all():
-            raise InputError("PCM contains NaN or Inf samples: clean the input (e.g. np.nan_to_num) before streaming")
+            raise InputError(
+                "PCM contains NaN or Inf samples: clean the input (e.g. np.nan_to_num) before streaming"
+            )
         return pcm.astype(np.float32, copy=False)
 
     def process_detailed(self, pcm: np.ndarray, sample_rate: int | None = None) -> dict[str, np.ndarray]:
@@ -125,7 +138,9 @@ class StreamingSession:
         state = self._state
         full = buffer.shape[1] // chunk
         for k in range(full):
-            result = self.backend.run({"pcm": np.ascontiguousarray(buffer[:, k * chunk : (k + 1) * chunk]), **state})
+            result = self.backend.run(
+                {"pcm": np.ascontiguousarray(buffer[:, k * chunk : (k + 1) * chunk]), **state}
+            )
             state = {name: result[f"{name}_out"] for name in state}
             for name in OUTPUT_NAMES:
                 outputs[name].append(result[name])
@@ -135,7 +150,9 @@ class StreamingSession:
         classes = len(self.spec.labels)
         empty = {"posteriors": (self.streams, 0, classes), "logits": (self.streams, 0, classes)}
         return {
-            name: np.stack(values, axis=1) if values else np.zeros(empty.get(name, (self.streams, 0, 0)), np.float32)
+            name: np.stack(values, axis=1)
+            if values
+            else np.zeros(empty.get(name, (self.streams, 0, 0)), np.float32)
             for name, values in outputs.items()
         }
 

@@ -97,10 +97,25 @@ def load_spec(graph_path: str | Path) -> StreamModelSpec:
         )
     path = sidecar_path(graph_path)
     document = read_json_document(
-        path, SPEC_FORMAT, "an ssamba-stream model description", ModelFileError,
-        missing=f"keep the JSON sidecar that ssamba-export wrote next to {graph_path.name}", fix="re-export the model",
+        path,
+        SPEC_FORMAT,
+        "an ssamba-stream model description",
+        ModelFileError,
+        missing=f"keep the JSON sidecar that ssamba-export wrote next to {graph_path.name}",
+        fix="re-export the model",
     )
-    known = {"format", "task", "labels", "sample_rate", "block_tokens", "chunk_samples", "activation", "state", "detector", "fingerprint"}
+    known = {
+        "format",
+        "task",
+        "labels",
+        "sample_rate",
+        "block_tokens",
+        "chunk_samples",
+        "activation",
+        "state",
+        "detector",
+        "fingerprint",
+    }
     try:
         spec = StreamModelSpec(
             labels=tuple(document["labels"]),
@@ -108,7 +123,9 @@ def load_spec(graph_path: str | Path) -> StreamModelSpec:
             block_tokens=int(document["block_tokens"]),
             chunk_samples=int(document["chunk_samples"]),
             activation=str(document["activation"]),
-            state=tuple(TensorSpec(s["name"], tuple(s["shape"]), s.get("dtype", "float32")) for s in document["state"]),
+            state=tuple(
+                TensorSpec(s["name"], tuple(s["shape"]), s.get("dtype", "float32")) for s in document["state"]
+            ),
             detector=dict(document.get("detector", {})),
             task=str(document.get("task", "kws")),
             fingerprint=str(document.get("fingerprint", "")),

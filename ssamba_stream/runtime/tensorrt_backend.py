@@ -16,14 +16,18 @@ def _import_cuda():
     try:
         import tensorrt as trt
     except ImportError:
-        raise BackendUnavailable("TensorRT is not installed: pip install 'ssamba-stream[gpu]' (needs an NVIDIA GPU)") from None
+        raise BackendUnavailable(
+            "TensorRT is not installed: pip install 'ssamba-stream[gpu]' (needs an NVIDIA GPU)"
+        ) from None
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
         try:
             from cuda import cudart
         except ImportError:
-            raise BackendUnavailable("cuda-python is not installed: pip install 'ssamba-stream[gpu]'") from None
+            raise BackendUnavailable(
+                "cuda-python is not installed: pip install 'ssamba-stream[gpu]'"
+            ) from None
     return trt, cudart
 
 
@@ -68,7 +72,9 @@ class TensorRTBackend:
         cudart, context = self.cudart, self.context
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name in self.inputs:
-            host = np.ascontiguousarray(inputs[name], dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
+            host = np.ascontiguousarray(
+                inputs[name], dtype=self.trt.nptype(self.engine.get_tensor_dtype(name))
+            )
             context.set_input_shape(name, host.shape)
             pointer = self._device(name, host.nbytes)
             self._call(cudart.cudaMemcpyAsync(pointer, host.ctypes.data, host.nbytes, h2d, self.stream))
@@ -81,7 +87,9 @@ class TensorRTBackend:
         if not context.execute_async_v3(self.stream):
             raise BackendUnavailable("TensorRT failed to execute the engine")
         for name, host in results.items():
-            self._call(cudart.cudaMemcpyAsync(host.ctypes.data, self.buffers[name][0], host.nbytes, d2h, self.stream))
+            self._call(
+                cudart.cudaMemcpyAsync(host.ctypes.data, self.buffers[name][0], host.nbytes, d2h, self.stream)
+            )
         self._call(cudart.cudaStreamSynchronize(self.stream))
         return {name: value.astype(np.float32, copy=False) for name, value in results.items()}
 

@@ -31,7 +31,12 @@ class EngineStream:
     """One stream in a ``MultiStreamEngine``: its input conversion, pending samples, detector and slot."""
 
     def __init__(
-        self, slot: int, adapter: PcmAdapter, detector: Detector, chunk_samples: int, history: AudioHistory | None
+        self,
+        slot: int,
+        adapter: PcmAdapter,
+        detector: Detector,
+        chunk_samples: int,
+        history: AudioHistory | None,
     ) -> None:
         self.slot = slot
         self.adapter = adapter
@@ -143,7 +148,10 @@ class MultiStreamEngine:
         return tuple(label for label in self.labels if label not in self.config.ignore)
 
     def open(
-        self, sample_rate: int | None = None, keywords: Sequence[str] | None = None, history: AudioHistory | None = None
+        self,
+        sample_rate: int | None = None,
+        keywords: Sequence[str] | None = None,
+        history: AudioHistory | None = None,
     ) -> EngineStream:
         """A new stream at ``sample_rate`` (default: the model's), from zero state; ``keywords``
         limits which keywords may fire for it (default: all); ``history`` keeps its recent audio."""
@@ -151,10 +159,14 @@ class MultiStreamEngine:
         if keywords is not None:
             unknown = sorted(set(keywords) - set(self.keywords))
             if unknown:
-                raise UserError(f"{', '.join(unknown)}: not a keyword of this model; use some of {', '.join(self.keywords)}")
+                raise UserError(
+                    f"{', '.join(unknown)}: not a keyword of this model; use some of {', '.join(self.keywords)}"
+                )
             config = replace(config, ignore=tuple(label for label in self.labels if label not in keywords))
         detector = Detector(self.labels, self.spec.block_seconds, config)
-        adapter = PcmAdapter(self.spec.sample_rate if sample_rate is None else sample_rate, self.spec.sample_rate)
+        adapter = PcmAdapter(
+            self.spec.sample_rate if sample_rate is None else sample_rate, self.spec.sample_rate
+        )
         if not self._free:
             self._grow()
         slot = heapq.heappop(self._free)
@@ -208,7 +220,9 @@ class MultiStreamEngine:
         for start in range(0, count, size):  # fixed-batch graph: groups of its size, the last padded
             rows = np.arange(start, min(start + size, count))
             rows = np.pad(rows, (0, size - len(rows)), mode="edge")
-            parts.append(self.backend.run({k: np.take(v, rows, axis=self._axis(k)) for k, v in batch.inputs.items()}))
+            parts.append(
+                self.backend.run({k: np.take(v, rows, axis=self._axis(k)) for k, v in batch.inputs.items()})
+            )
         joined = {name: np.concatenate([p[name] for p in parts], axis=self._axis(name)) for name in parts[0]}
         return {name: value[_index(self._axis(name), slice(0, count))] for name, value in joined.items()}
 
@@ -254,4 +268,3 @@ class MultiStreamEngine:
 def _index(axis: int, rows) -> tuple:
     """An index that selects ``rows`` along ``axis`` (the batch axis of a state tensor)."""
     return (slice(None),) * axis + (rows,)
-

@@ -87,7 +87,9 @@ class AudioFormat:
         """The format an audio-start or audio-chunk names; a Fault if it is missing or not servable."""
         values = [event.data.get(key) for key in ("rate", "width", "channels")]
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-            raise Fault(f"{event.type} needs positive whole rate, width and channels, got {values}", "bad-format")
+            raise Fault(
+                f"{event.type} needs positive whole rate, width and channels, got {values}", "bad-format"
+            )
         audio = cls(*values)
         if audio.width not in WIDTHS:
             raise Fault(f"sample width {audio.width} bytes is not served: send 1, 2 or 4 (8, 16 or 32-bit PCM)",
@@ -99,5 +101,7 @@ class AudioFormat:
         payload = payload or b""
         frame = self.width * self.channels
         if len(payload) % frame:
-            raise Fault(f"audio-chunk of {len(payload)} bytes is not whole frames of {frame} bytes", "bad-audio")
+            raise Fault(
+                f"audio-chunk of {len(payload)} bytes is not whole frames of {frame} bytes", "bad-audio"
+            )
         return np.frombuffer(payload, dtype=WIDTHS[self.width]).reshape(-1, self.channels)

@@ -35,7 +35,9 @@ from .scheduler import BatchScheduler
 from .wyoming_protocol import MAX_HEADER_BYTES, AudioFormat, Fault, ProtocolError, read_event
 
 LOG = logging.getLogger("ssamba_stream.serving")
-MAX_BACKLOG_BLOCKS = 32  # a client ahead of the model by this many blocks (~5 s) is not read until it catches up
+MAX_BACKLOG_BLOCKS = (
+    32  # a client ahead of the model by this many blocks (~5 s) is not read until it catches up
+)
 MAX_OUTBOX = 256  # events waiting for a client that does not read them: beyond this it is dropped
 ATTRIBUTION = Attribution(name="ssamba-stream", url="https://github.com/ssamba-stream/ssamba-stream")
 
@@ -128,10 +130,14 @@ class WakeServer:
         """Listen on ``tcp://HOST:PORT`` or ``unix://PATH`` (port 0: any free port; see .sockets)."""
         parsed = urlparse(uri)
         if parsed.scheme == "tcp" and parsed.hostname and parsed.port is not None:
-            return await asyncio.start_server(self._client, parsed.hostname, parsed.port, limit=MAX_HEADER_BYTES)
+            return await asyncio.start_server(
+                self._client, parsed.hostname, parsed.port, limit=MAX_HEADER_BYTES
+            )
         if parsed.scheme == "unix" and parsed.path:
             return await asyncio.start_unix_server(self._client, parsed.path, limit=MAX_HEADER_BYTES)
-        raise UserError(f"cannot serve on {uri!r}: use tcp://HOST:PORT (e.g. tcp://0.0.0.0:10400) or unix://PATH")
+        raise UserError(
+            f"cannot serve on {uri!r}: use tcp://HOST:PORT (e.g. tcp://0.0.0.0:10400) or unix://PATH"
+        )
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await WakeConnection(self, reader, writer).run()
@@ -140,7 +146,9 @@ class WakeServer:
 class WakeConnection:
     """One client: its requested wake words, audio format, streams (one per model) and outgoing events."""
 
-    def __init__(self, server: WakeServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, server: WakeServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.server, self.reader, self.writer = server, reader, writer
         self.names: list[str] | None = None
         self.format: AudioFormat | None = None
@@ -230,7 +238,10 @@ class WakeConnection:
 
     async def _chunk(self, event: Event) -> None:
         if self.format is None:
-            raise Fault("audio-chunk before audio-start: send audio-start (rate, width, channels) first", "out-of-order")
+            raise Fault(
+                "audio-chunk before audio-start: send audio-start (rate, width, channels) first",
+                "out-of-order",
+            )
         audio = AudioFormat.of(event)
         if audio != self.format:
             raise Fault(f"audio-chunk format {audio} differs from audio-start's {self.format}: send a new "
@@ -240,7 +251,9 @@ class WakeConnection:
             stream.feed(pcm)
             model.scheduler.notify()
         for model, stream in self.streams:  # backpressure: a client far ahead of the model waits
-            await model.scheduler.wait_until(lambda s=stream: s.ready_blocks < MAX_BACKLOG_BLOCKS or not s.open)
+            await model.scheduler.wait_until(
+                lambda s=stream: s.ready_blocks < MAX_BACKLOG_BLOCKS or not s.open
+            )
 
     async def _stop(self) -> None:
         if self.format is None:

@@ -67,10 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--voices", type=word_list, default=None, help="espeak-ng voices, e.g. en-us,en-gb")
     p.add_argument("--variants", type=lambda s: tuple(v for v in s.split(",") if v), default=None,
                    help="espeak-ng variants, e.g. m3,f2,klatt")  # fmt: skip
-    p.add_argument("--max-speakers", type=int, default=None, help="per training engine: a random subset of its speakers")
+    p.add_argument(
+        "--max-speakers", type=int, default=None, help="per training engine: a random subset of its speakers"
+    )
     p.add_argument("--noise-clips", type=int, default=8, help="files in _background_noise_")
     p.add_argument("--noise-seconds", type=float, default=30.0, help="length of each noise file")
-    p.add_argument("--rirs", type=int, default=0, help="simulated room impulse responses to store (pyroomacoustics)")
+    p.add_argument(
+        "--rirs", type=int, default=0, help="simulated room impulse responses to store (pyroomacoustics)"
+    )
     p.add_argument("--real-speech", type=name_list, default=(),
                    help="recorded speech for the training split's unknown words: hedgewars (hedgewars-data)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")

@@ -75,12 +75,16 @@ class SynthConfig:
     unknown_words: tuple[str, ...] | None = None  # default: DEFAULT_UNKNOWN_WORDS minus the keywords
     per_voice: int = 3  # renditions of each keyword per speaker
     unknown_per_voice: int = 1  # renditions of each unknown word per speaker
-    renditions: dict[str, int] = field(default_factory=dict)  # engine -> per_voice for it (unknown scaled alike)
+    renditions: dict[str, int] = field(
+        default_factory=dict
+    )  # engine -> per_voice for it (unknown scaled alike)
     seed: int = 0
     train_engines: tuple[str, ...] = ("espeak",)
     val_engines: tuple[str, ...] | None = None  # default rhvoice, or none when val_voices is given
     test_engines: tuple[str, ...] | None = None  # default reserved, or none when test_voices is given
-    val_voices: int | None = None  # training-engine speakers held out; default 10 % without val_engines, else 0
+    val_voices: int | None = (
+        None  # training-engine speakers held out; default 10 % without val_engines, else 0
+    )
     test_voices: int | None = None
     voices: tuple[str, ...] | None = None  # espeak-ng voices to use; default all English ones
     variants: tuple[str, ...] | None = None  # variants to combine them with; default all
@@ -153,7 +157,9 @@ def _speaker_clips(task: _SpeakerTask) -> tuple[list[dict[str, Any]], list[dict[
                 if audio is not None and audio.size > MAX_WORD_SAMPLES:
                     audio, problem = None, f"{audio.size / SAMPLE_RATE:.2f} s does not fit a 1 s clip"
                 if audio is None:
-                    skipped.append({"speaker": speaker.key, "word": word, "rendition": rendition, "problem": problem})
+                    skipped.append(
+                        {"speaker": speaker.key, "word": word, "rendition": rendition, "problem": problem}
+                    )
                     continue
                 if engine.peak is not None:
                     audio = audio * (engine.peak / max(float(np.max(np.abs(audio))), 1e-9))
@@ -229,7 +235,9 @@ def _validate(config: SynthConfig) -> tuple[str, ...]:
             raise SynthError(f"--{name.replace('_', '-')} must be >= {minimum}")
     unknown_sources = [s for s in config.real_speech if s not in real_speech.SOURCES]
     if unknown_sources:
-        raise SynthError(f"unknown --real-speech source(s) {', '.join(unknown_sources)}: use {', '.join(real_speech.SOURCES)}")
+        raise SynthError(
+            f"unknown --real-speech source(s) {', '.join(unknown_sources)}: use {', '.join(real_speech.SOURCES)}"
+        )
     for source in config.real_speech:
         real_speech.clips(source)  # installed?
     bad = [f"{name}={n}" for name, n in config.renditions.items() if name not in ENGINES or n < 1]
@@ -268,8 +276,14 @@ def choose_speakers(config: SynthConfig) -> dict[str, list[Speaker]]:
                 kept.append(i)
         order = np.array(kept, dtype=np.int64)
     chosen = [pool[i] for i in order]
-    n_val = config.val_voices if config.val_voices is not None else (0 if val_items else round(0.1 * len(chosen)))
-    n_test = config.test_voices if config.test_voices is not None else (0 if test_items else round(0.1 * len(chosen)))
+    n_val = (
+        config.val_voices if config.val_voices is not None else (0 if val_items else round(0.1 * len(chosen)))
+    )
+    n_test = (
+        config.test_voices
+        if config.test_voices is not None
+        else (0 if test_items else round(0.1 * len(chosen)))
+    )
     if n_val + n_test >= len(chosen):
         raise SynthError(
             f"{n_val} validation + {n_test} test speakers leave none of the {len(chosen)} for training"
@@ -284,7 +298,9 @@ def choose_speakers(config: SynthConfig) -> dict[str, list[Speaker]]:
         check_split(name, speakers)
         for s in speakers:
             if seen.setdefault(s.key, name) != name:
-                raise SynthError(f"speaker {s.key} is in both {seen[s.key]} and {name}: splits must not share voices")
+                raise SynthError(
+                    f"speaker {s.key} is in both {seen[s.key]} and {name}: splits must not share voices"
+                )
     return {name: sorted(speakers, key=lambda s: s.id) for name, speakers in split.items()}
 
 
@@ -321,7 +337,10 @@ def build_dataset(config: SynthConfig) -> dict[str, Any]:
                          config.seed)
             for s in every
         ]  # fmt: skip
-        babble_speakers = tuple(sorted(s.voice for s in split["train"] if s.engine == "espeak")) or ("en-us", "en-gb")
+        babble_speakers = tuple(sorted(s.voice for s in split["train"] if s.engine == "espeak")) or (
+            "en-us",
+            "en-gb",
+        )
         vocabulary = tuple(w for w in BABBLE_VOCABULARY if w.lower() not in config.keywords)
         noise_tasks = [
             _NoiseTask(NOISE_KINDS[i % len(NOISE_KINDS)], i // len(NOISE_KINDS), str(tmp), config.noise_seconds,
@@ -389,7 +408,9 @@ def build_dataset(config: SynthConfig) -> dict[str, Any]:
             "skipped": skipped,
             "background_noise": noise,
             "room_impulses": rooms,
-            "real_speech": {source: sum(r["engine"] == source for r in real) for source in config.real_speech},
+            "real_speech": {
+                source: sum(r["engine"] == source for r in real) for source in config.real_speech
+            },
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.is_dir() and config.overwrite:

@@ -63,7 +63,9 @@ class Engine(ABC):
 
 
 def each_word(
-    words: Sequence[str], speak: Callable[[str, dict[str, Any]], np.ndarray | None], draw: Callable[[], dict[str, Any]]
+    words: Sequence[str],
+    speak: Callable[[str, dict[str, Any]], np.ndarray | None],
+    draw: Callable[[], dict[str, Any]],
 ) -> list[Rendition]:
     """Renditions of ``words``, one ``speak(word, params)`` call each with ``params = draw()``.
 

@@ -12,5 +12,13 @@ from .rhvoice import RhvoiceEngine
 
 ENGINES: dict[str, type[Engine]] = {
     cls.name: cls
-    for cls in (EspeakEngine, MbrolaEngine, FestivalEngine, PicoEngine, RhvoiceEngine, PiperEngine, FliteEngine)
+    for cls in (
+        EspeakEngine,
+        MbrolaEngine,
+        FestivalEngine,
+        PicoEngine,
+        RhvoiceEngine,
+        PiperEngine,
+        FliteEngine,
+    )
 }

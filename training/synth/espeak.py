@@ -102,7 +102,9 @@ def phonemes(words: Sequence[str], voice: str = HOMOPHONE_VOICE) -> list[str]:
     return spelled
 
 
-def check_no_homophones(keywords: Sequence[str], unknown: Sequence[str], voice: str = HOMOPHONE_VOICE) -> None:
+def check_no_homophones(
+    keywords: Sequence[str], unknown: Sequence[str], voice: str = HOMOPHONE_VOICE
+) -> None:
     """Refuse unknown words that espeak-ng says exactly as a keyword: their clips would teach nothing."""
     spelled = phonemes([*keywords, *unknown], voice)
     keyword_of = dict(zip(spelled[: len(keywords)], keywords, strict=True))

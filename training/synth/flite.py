@@ -28,7 +28,17 @@ class FliteEngine(Engine):
                     "semitones": round(float(rng.uniform(*SEMITONE_RANGE)), 2)}  # fmt: skip
 
         def speak(word: str, p: dict[str, float]) -> np.ndarray | None:
-            cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={p['stretch']}", "-t", word, "-o", "{wav}"]
+            cmd = [
+                "flite",
+                "-voice",
+                voice,
+                "--setf",
+                f"duration_stretch={p['stretch']}",
+                "-t",
+                word,
+                "-o",
+                "{wav}",
+            ]
             audio = run_to_wav(cmd)
             return None if audio is None else shift_pitch(audio, p["semitones"])
 

@@ -40,7 +40,9 @@ def _load(voice: str) -> Any:
     path = Path(spec.origin).parent / "data" / model
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     config = PiperConfig.from_dict(json.loads(Path(f"{path}.json").read_text(encoding="utf-8")))
     return PiperVoice(session=session, config=config)
 
@@ -53,7 +55,10 @@ class PiperEngine(Engine):
     voices = tuple(VOICE_PACKAGES)
 
     def available(self) -> bool:
-        return all(importlib.util.find_spec(p) is not None for p in ("piper", *(v[0] for v in VOICE_PACKAGES.values())))
+        return all(
+            importlib.util.find_spec(p) is not None
+            for p in ("piper", *(v[0] for v in VOICE_PACKAGES.values()))
+        )
 
     def version(self) -> str:
         from importlib.metadata import version

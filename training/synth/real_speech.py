@@ -22,7 +22,19 @@ from .common import SAMPLE_RATE, SynthError, speaker_id
 SOURCES = {"hedgewars": Path("/usr/share/games/hedgewars/Data/Sounds/voices")}
 INSTALL = {"hedgewars": "apt-get install hedgewars-data (training/setup_speech.sh installs it)"}
 FOLDER = "realspeech"  # the word folder: one more unknown word to the loader
-EXCLUDED = ("nooo", "ooff", "yessir", "enemydown", "comeonthen", "ow", "jump", "laugh", "firepunch", "poison", "hmm")
+EXCLUDED = (
+    "nooo",
+    "ooff",
+    "yessir",
+    "enemydown",
+    "comeonthen",
+    "ow",
+    "jump",
+    "laugh",
+    "firepunch",
+    "poison",
+    "hmm",
+)
 MAX_SECONDS = 2.0  # longer lines are cut; the training loader crops 1 s windows anyway
 
 

@@ -54,7 +54,9 @@ def check_split(split: str, speakers: Iterable[Speaker]) -> None:
 
 def _engine(name: str, engines: dict[str, Engine]) -> Engine:
     if name not in ENGINES:
-        raise SynthError(f"unknown speech engine {name!r} (available: {', '.join(ENGINES)}, or {RESERVED} for the test)")
+        raise SynthError(
+            f"unknown speech engine {name!r} (available: {', '.join(ENGINES)}, or {RESERVED} for the test)"
+        )
     if name not in engines:
         engines[name] = ENGINES[name]()
     engine = engines[name]
@@ -82,11 +84,15 @@ def select(items: Sequence[str], split: str, engines: dict[str, Engine]) -> list
         if name in ENGINES and split != TEST_SPLIT:
             check_split(split, [Speaker(name, voice)] if voice else [])
             if not voice and not ENGINES[name].voices and ENGINES[name].reserved:
-                raise SynthError(f"all of {name}'s voices are reserved for the independent test: use --test-engines")
+                raise SynthError(
+                    f"all of {name}'s voices are reserved for the independent test: use --test-engines"
+                )
         engine = _engine(name, engines)
         if voice:
             if voice not in (*engine.voices, *engine.reserved) and name != "espeak":
-                raise SynthError(f"{name} has no voice {voice!r} (voices: {', '.join(engine.voices + engine.reserved)})")
+                raise SynthError(
+                    f"{name} has no voice {voice!r} (voices: {', '.join(engine.voices + engine.reserved)})"
+                )
             chosen.append(Speaker(name, voice))
         elif split == TEST_SPLIT:
             if not engine.reserved:
