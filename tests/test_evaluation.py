@@ -25,8 +25,6 @@ from ssamba_stream.evaluation import (
     NOTHING_SAID,
     Occurrence,
     StreamPosteriors,
-    _Option,
-    _spend_false_accepts,
     false_accepts,
     match_events,
     operating_point,
@@ -34,6 +32,7 @@ from ssamba_stream.evaluation import (
     sweep,
     tune_posteriors,
 )
+from ssamba_stream.evaluation.tuning import _Option, _spend_false_accepts
 from ssamba_stream.kws import DetectorConfig, Event
 from ssamba_training import stream_builder, synth
 from ssamba_training.stream_builder import SAMPLE_RATE, StreamConfig, build_stream, word_span
