@@ -36,8 +36,6 @@ def build_step(
     """The step module of a checkpoint, with the given block size and graph scan form."""
     if scan not in GRAPH_SCANS:
         raise UserError(f"unknown scan form {scan!r}: choose one of {', '.join(GRAPH_SCANS)}")
-    if block is not None and block < 1:
-        raise UserError(f"--block must be a positive number of tokens, got {block}")
     try:
         return StreamStep(load_model(checkpoint), block=block, scan=scan, activation=activation)
     except ValueError as exc:

@@ -7,6 +7,7 @@ import torch
 
 from ssamba_stream.model.base import resize_pos_embed
 from ssamba_stream.model.registry import CONFIGS, build_config, build_model
+from ssamba_stream.model.scan_mode import ScanMode
 from ssamba_stream.model.ssamba import SSAMBA, SSAMBAConfig
 
 # Backbone (layers + norm_f + patch_embed + cls_token; no pos_embed, no heads), counted from the
@@ -198,3 +199,13 @@ def test_drop_path_only_in_training():
 def test_every_config_builds():
     for name in CONFIGS:
         assert build_model(name).config.name == name
+
+
+def test_scan_mode_keeps_the_configured_lookahead_for_any_block():
+    """A block size chosen per call (dynamic-chunk training, export at another block) keeps the look-ahead
+    the model was built with; a full backward has none."""
+    model = build_model("ssamba-kws", depth=2, embed_dim=32, num_classes=2, backward_block=4, lookahead=2)
+    assert model.scan_mode() == ScanMode(4, 2)
+    assert model.scan_mode(8) == ScanMode(8, 2)
+    assert model.scan_mode(None) == ScanMode(None, 0)
+    assert model.scan_mode(8, scan="ref") == ScanMode(8, 2, "ref")

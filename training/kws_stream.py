@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssamba_stream.model.base import SpectrogramModel
-from ssamba_stream.model.scan_mode import ScanMode
 from ssamba_stream.model.streaming import block_samples, head_inputs, stream_frames
 
 from .augment import mix_background, prepend_past_audio, spec_augment, time_shift
@@ -55,7 +54,7 @@ class StreamObjective(nn.Module):
     def forward(
         self, fbank: Tensor, clip_start: Tensor, labels: Tensor, block: int | None
     ) -> dict[str, Tensor]:
-        hidden = self.model.forward_features(fbank, mode=ScanMode(block))
+        hidden = self.model.forward_features(fbank, mode=self.model.scan_mode(block))
         inside = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] >= clip_start[:, None]).to(
             hidden.dtype
         )
@@ -75,7 +74,7 @@ class ContinuousObjective(nn.Module):
         self.deploy_block = model.config.backward_block
 
     def forward(self, fbank: Tensor, targets: Tensor, block: int) -> dict[str, Tensor]:
-        hidden = self.model.forward_features(fbank, mode=ScanMode(block))
+        hidden = self.model.forward_features(fbank, mode=self.model.scan_mode(block))
         logits = self.model.classify(head_inputs(self.model, hidden, block)).float()
         logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
         scored = targets != IGNORE
@@ -149,7 +148,7 @@ class KwsStreamTask(Task):
         return {"fbank": fbank, "targets": targets.to(self.device), "block": block}
 
     def _at_block(self, block: int | None) -> Callable[[Tensor], Tensor]:
-        mode = ScanMode(block)
+        mode = self.model.scan_mode(block)
         return lambda fbank: self.model(fbank, mode=mode)
 
     def evaluate(self, batches: Iterable[Batch], seed: int, context: DistContext) -> Evaluation:

@@ -125,10 +125,10 @@ class SSAMBA(SpectrogramModel):
 
     # ------------------------------------------------------------------ encoder
     def scan_mode(self, block: int | None | str = "config", scan: str = "auto") -> ScanMode:
-        """A ScanMode at ``block`` tokens (None: full backward; "config": the trained block, with its look-ahead)."""
-        if block == "config":
-            return ScanMode(self.config.backward_block, self.config.lookahead, scan)
-        return ScanMode(block, 0, scan)
+        """A ScanMode at ``block`` tokens (None: full backward; "config": the trained block). A block-local
+        backward keeps the configured look-ahead, as every caller that picks a block size expects."""
+        block = self.config.backward_block if block == "config" else block
+        return ScanMode(block, 0 if block is None else self.config.lookahead, scan)
 
     def _run_layers(self, hidden: Tensor, mode: ScanMode | None = None) -> Tensor:
         mode = self.scan_mode() if mode is None else mode

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .frontend import fbank_step, frame_geometry
-from .scan_mode import ScanMode
 from .ssamba import SSAMBA
 
 ACTIVATIONS = ("softmax", "sigmoid")
@@ -63,19 +62,18 @@ class StreamStep(nn.Module):
     ) -> None:
         super().__init__()
         model.check_streamable()
-        block = block or model.config.backward_block
-        if block is None:
+        self.mode = model.scan_mode("config" if block is None else block, scan)
+        if self.mode.block is None:
             raise ValueError(
                 "the model has a full backward scan and cannot stream: train it with backward_block=B"
             )
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.model = model.eval()
-        self.mode = ScanMode(block, 0, scan)
         self.frontend = model.make_frontend()
         self.activation = activation
         self.window = model.config.head_window
-        self.chunk_samples = block_samples(model, block)
+        self.chunk_samples = block_samples(model, self.mode.block)
         self.layer_state_names = tuple(model.stream_state_shapes())
         self.state_names = ("leftover", *self.layer_state_names, "head_window", "head_count")
 
@@ -166,6 +164,6 @@ def offline_stream_logits(model: SSAMBA, audio: Tensor, block: int | None = None
     Returns (batch, blocks, classes): block k covers samples [k * chunk, (k + 1) * chunk).
     """
     model.check_streamable()
-    block = block or model.config.backward_block
-    features = model.forward_features(stream_frames(model, audio, block=block), mode=ScanMode(block))
-    return model.classify(head_inputs(model, features, block))
+    mode = model.scan_mode("config" if block is None else block)
+    features = model.forward_features(stream_frames(model, audio, block=mode.block), mode=mode)
+    return model.classify(head_inputs(model, features, mode.block))
