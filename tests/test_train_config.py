@@ -84,6 +84,9 @@ def test_overrides_are_typed_and_nested():
         (["lr"], "override 'lr' is not of the form key=value"),
         (["data.label_fraction=0"], "'data.label_fraction' must be in (0, 1], got 0"),
         (["data.kind=unlabelled", "data.label_fraction=0.1"], "data.label_fraction needs labelled data"),
+        (["augment.speed=[1.2, 1.1]"], "augment.speed must be [low, high] with 0.5 <= low <= high <= 2"),
+        (["augment.speed=[0.9]"], "augment.speed take two numbers each"),
+        (["augment.mel_warp=0.7"], "augment.mel_warp must be in [0, 0.5)"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, message):

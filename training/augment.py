@@ -12,6 +12,7 @@ the value SSAST's zeros (applied before normalisation) end up as.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -292,4 +293,82 @@ def reverberate(
         if wet_power > 0:
             gain = torch.sqrt(dry_power / wet_power) * 10.0 ** (level_db[row] / 20.0)
             out[row] = (wet * gain.to(wet.dtype)).to(waveforms.dtype)
+    return out
+
+
+def change_speed(
+    waveforms: Tensor,
+    factor_range: tuple[float, float] = (0.9, 1.1),
+    probability: float = 1.0,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Speak each chosen clip faster or slower (pitch and formants move with it), same length.
+
+    Kaldi's speed perturbation, as a resampling by a factor uniform in ``factor_range`` (> 1 is
+    faster and higher), done about the clip's centre of energy so the word stays where it was and
+    its label stays true; audio stretched past the clip's ends is cut, audio shrunk away leaves
+    zeros. Linear interpolation: fine for factors near 1, where the aliasing it lets through is
+    small next to what the voice change teaches.
+    """
+    batch, samples = waveforms.shape
+    low, high = factor_range
+    factor = low + (high - low) * _rand((batch,), generator, waveforms)
+    apply = _rand((batch,), generator, waveforms) < probability
+    factor = torch.where(apply, factor, torch.ones_like(factor)).double()
+    if batch == 0 or bool((factor == 1.0).all()):
+        return waveforms.clone()
+    power = waveforms.double().square()
+    time = torch.arange(samples, device=waveforms.device, dtype=torch.float64)
+    centre = (power * time).sum(dim=1) / power.sum(dim=1).clamp_min(1e-30)
+    centre = torch.where(power.sum(dim=1) > 0, centre, torch.full_like(centre, (samples - 1) / 2))
+    source = centre[:, None] + (time[None, :] - centre[:, None]) * factor[:, None]
+    inside = (source >= 0) & (source <= samples - 1)
+    left = source.floor().clamp(0, samples - 1).long()
+    right = (left + 1).clamp_max(samples - 1)
+    weight = (source - left).clamp(0, 1).to(waveforms.dtype)
+    stretched = waveforms.gather(1, left) * (1 - weight) + waveforms.gather(1, right) * weight
+    return torch.where(apply[:, None], stretched * inside, waveforms)
+
+
+def warp_and_colour(
+    fbank: Tensor,
+    centres_hz: Tensor,
+    max_warp: float = 0.1,
+    colour_db: float = 6.0,
+    *,
+    units_per_db: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Another vocal tract and another channel for each example: VTLP and a random equaliser.
+
+    Log-mel features (batch, frames, mel) are read at frequencies scaled by ``1 / a``, ``a``
+    uniform in ``1 +- max_warp`` per example (a > 1: formants move up, a shorter vocal tract),
+    by linear interpolation between the filters' ``centres_hz``; then a smooth random curve of
+    up to about ``colour_db`` dB (three cosines across the band) is added, the colour that
+    another synthesizer, microphone or room gives. ``units_per_db`` converts dB into the
+    features' units (``ln(10) / 10 / (2 * norm_std)`` for normalised log-mel).
+    """
+    if fbank.dim() != 3:
+        raise ValueError(f"expected fbank of shape (batch, frames, mel), got {tuple(fbank.shape)}")
+    batch, _, mels = fbank.shape
+    if centres_hz.numel() != mels:
+        raise ValueError(f"{centres_hz.numel()} filter centres for {mels} mel bins")
+    out = fbank
+    if max_warp > 0:
+        warp = 1.0 + max_warp * (2.0 * _rand((batch,), generator, fbank).double() - 1.0)
+        centres = centres_hz.to(device=fbank.device, dtype=torch.float64)
+        wanted = centres[None, :] / warp[:, None]
+        position = torch.searchsorted(centres, wanted.contiguous()).clamp(1, mels - 1)
+        low_hz, high_hz = centres[position - 1], centres[position]
+        weight = ((wanted - low_hz) / (high_hz - low_hz)).clamp(0, 1).to(fbank.dtype)
+        lower = fbank.gather(2, (position - 1)[:, None, :].expand_as(fbank))
+        upper = fbank.gather(2, position[:, None, :].expand_as(fbank))
+        out = lower + (upper - lower) * weight[:, None, :]
+    if colour_db > 0:
+        amplitude = (2.0 * _rand((batch, 3), generator, fbank) - 1.0) * (colour_db / 3.0)
+        band = torch.linspace(0.0, math.pi, mels, device=fbank.device)
+        shapes = torch.cos(band[None, :] * torch.arange(1, 4, device=fbank.device)[:, None])
+        curve = (amplitude.to(fbank.device) @ shapes) * units_per_db
+        out = out + curve[:, None, :].to(fbank.dtype)
     return out

@@ -65,13 +65,13 @@ class ClassifyTask(Task):
 
     def prepare(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
         aug = self.recipe.augment
-        waveforms = batch.waveforms.to(self.device)
+        waveforms = self.other_voice(batch.waveforms.to(self.device), generator)
         targets = F.one_hot(batch.labels, self.model.config.num_classes).float().to(self.device)
         if aug.mixup > 0:
             waveforms, targets = mixup(
                 waveforms, targets, aug.mixup_alpha, probability=aug.mixup, generator=generator
             )
-        fbank = self.features(waveforms)
+        fbank = self.other_tract_and_channel(self.features(waveforms), generator)
         fbank = spec_augment(fbank, aug.freqm, aug.timem, generator, mask_value=self.mask_value)
         if aug.noise:
             fbank = add_noise_and_roll(fbank, generator=generator)

@@ -128,6 +128,9 @@ class AugmentSection:
     rir_bank: str | None = (
         None  # room_impulses.npz (python -m ssamba_training.synth --rirs N); None: data.root's
     )
+    speed: list[float] = field(default_factory=lambda: [1.0, 1.0])  # speed perturbation factors; [1, 1] = off
+    mel_warp: float = 0.0  # VTLP: frequencies scaled by 1 +- this per example (0 = off)
+    colour_db: float = 0.0  # random smooth equaliser of up to about this many dB (0 = off)
 
 
 @dataclass
@@ -307,10 +310,18 @@ def _check_choices(recipe: Recipe) -> None:
         len(recipe.optim.betas) != 2
         or len(recipe.augment.background_snr_db) != 2
         or len(recipe.augment.rir_level_db) != 2
+        or len(recipe.augment.speed) != 2
     ):
         raise RecipeError(
-            "optim.betas, augment.background_snr_db and augment.rir_level_db take two numbers each"
+            "optim.betas, augment.background_snr_db, augment.rir_level_db and augment.speed take two numbers each"
         )
+    if not 0.5 <= recipe.augment.speed[0] <= recipe.augment.speed[1] <= 2.0:
+        raise RecipeError(
+            f"augment.speed must be [low, high] with 0.5 <= low <= high <= 2, got {recipe.augment.speed}"
+        )
+    if not 0.0 <= recipe.augment.mel_warp < 0.5 or recipe.augment.colour_db < 0:
+        raise RecipeError("augment.mel_warp must be in [0, 0.5) and augment.colour_db >= 0 "
+                          f"(got {recipe.augment.mel_warp} and {recipe.augment.colour_db})")  # fmt: skip
     if not 0.0 <= recipe.augment.rir_probability <= 1.0:
         raise RecipeError(
             f"augment.rir_probability must be between 0 and 1, got {recipe.augment.rir_probability}"

@@ -114,7 +114,7 @@ class KwsStreamTask(Task):
         if self.roles is not None:
             return self._prepare_rows(batch, generator, batch_seed)
         aug, blocks = self.recipe.augment, self.recipe.stream.train_blocks
-        waveforms = batch.waveforms.to(self.device)
+        waveforms = self.other_voice(batch.waveforms.to(self.device), generator)
         if aug.time_shift_ms > 0:
             waveforms = time_shift(waveforms, int(aug.time_shift_ms * SAMPLE_RATE / 1000), generator)
         if aug.background_probability > 0 and self.noises:
@@ -122,7 +122,8 @@ class KwsStreamTask(Task):
                                        aug.background_probability, generator=generator)  # fmt: skip
         rows, clip_start = prepend_past_audio(waveforms, aug.past_seconds, noises=self.noises or None,
                                               noise_probability=aug.past_noise_probability, generator=generator)  # fmt: skip
-        fbank = spec_augment(self.frontend(rows), aug.freqm, aug.timem, generator, mask_value=self.mask_value)
+        fbank = self.other_tract_and_channel(self.frontend(rows), generator)
+        fbank = spec_augment(fbank, aug.freqm, aug.timem, generator, mask_value=self.mask_value)
         block = blocks[batch_seed % len(blocks)]
         return {
             "fbank": fbank,
@@ -135,14 +136,16 @@ class KwsStreamTask(Task):
         aug, stream = self.recipe.augment, self.recipe.stream
         block = stream.train_blocks[batch_seed % len(stream.train_blocks)] or self.deploy_block
         step_samples = block_samples(self.model, block)
-        rows = build_rows(batch.waveforms.to(self.device), batch.labels, stream.row_clips, tuple(stream.row_gap_seconds),
+        rows = build_rows(self.other_voice(batch.waveforms.to(self.device), generator), batch.labels, stream.row_clips, tuple(stream.row_gap_seconds),
                           self.roles, multiple_of=step_samples, generator=generator)  # fmt: skip
         audio = rows.audio
         if aug.background_probability > 0 and self.noises:
             audio = mix_background(audio, self.noises, tuple(aug.background_snr_db), aug.background_probability,
                                    signal_power=rows.word_power, generator=generator)  # fmt: skip
-        fbank = spec_augment(stream_frames(self.model, audio, self.frontend, block), aug.freqm, aug.timem, generator,
-                             mask_value=self.mask_value)  # fmt: skip
+        fbank = self.other_tract_and_channel(
+            stream_frames(self.model, audio, self.frontend, block), generator
+        )
+        fbank = spec_augment(fbank, aug.freqm, aug.timem, generator, mask_value=self.mask_value)
         targets = block_targets(rows.words, audio.shape[0], audio.shape[1] // step_samples, block,
                                 self.model.config.head_window, self.roles)  # fmt: skip
         return {"fbank": fbank, "targets": targets.to(self.device), "block": block}

@@ -144,11 +144,19 @@ class KaldiFbank(nn.Module):
         self.n_fft = 1 << (self.window_length - 1).bit_length()
         self.norm_mean = norm_mean
         self.norm_std = norm_std
+        self.low_freq = float(low_freq)
+        self.high_freq = float(high_freq) if high_freq > 0.0 else float(high_freq) + 0.5 * sample_rate
 
         analysis = _frame_analysis_matrix(self.window_length, self.n_fft, preemphasis)
         self.register_buffer("analysis", analysis[:, None, :], persistent=False)
         mel = _kaldi_mel_banks(self.num_mel_bins, self.n_fft, float(sample_rate), low_freq, high_freq)
         self.register_buffer("mel_banks", mel.T.contiguous(), persistent=False)
+
+    def centre_frequencies(self) -> Tensor:
+        """(num_mel_bins,) float64: each mel filter's centre in Hz (for augmentations that warp frequency)."""
+        mel_low, mel_high = _mel_scale(torch.tensor([self.low_freq, self.high_freq], dtype=torch.float64))
+        centres = mel_low + (mel_high - mel_low) / (self.num_mel_bins + 1) * torch.arange(1, self.num_mel_bins + 1)
+        return 700.0 * torch.expm1(centres / 1127.0)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames Kaldi emits with snip_edges=True: only windows that fit entirely in the audio."""
