@@ -68,6 +68,8 @@ class DataSection:
     unknown_percentage: float = 10.0
     unknown_word_weights: dict[str, float] | None = None  # 12-class task: draw these unknown words more often
     silence_percentage: float = 10.0
+    negatives: list[str] = field(default_factory=list)  # --save-activations folders, trained as _unknown_
+    negatives_repeat: int = 1  # times each of those clips is drawn per epoch
     fold: int | str = 1  # ESC-50 held-out fold, or "all" for 5-fold cross-validation
     train_manifest: str | None = None  # manifest kind: CSV path,label files
     val_manifest: str | None = None
@@ -294,7 +296,7 @@ def _check_choices(recipe: Recipe) -> None:
         raise RecipeError(f"recipe key 'data.fold' must be 1..5 or 'all', got {recipe.data.fold!r}")
     positive = {"epochs": recipe.epochs, "data.batch_size": recipe.data.batch_size, "log_every": recipe.log_every,
                 "checkpoint.every_steps": recipe.checkpoint.every_steps, "checkpoint.keep": recipe.checkpoint.keep,
-                "ssl.mask_count": recipe.ssl.mask_count}  # fmt: skip
+                "ssl.mask_count": recipe.ssl.mask_count, "data.negatives_repeat": recipe.data.negatives_repeat}  # fmt: skip
     for key, value in positive.items():
         if value < 1:
             raise RecipeError(f"recipe key {key!r} must be >= 1, got {value}")

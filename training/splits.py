@@ -21,6 +21,7 @@ from .data import (
     UnlabelledAudio,
     background_noises,
 )
+from .negatives import SavedActivations, WithNegatives
 from .synth.rooms import RIR_FILE, load_bank
 
 SAMPLE_RATE = 16000
@@ -111,8 +112,13 @@ def build_splits(recipe: Recipe, target_length: int) -> Splits:
         train = UnlabelledAudio(_require(root, "data.root"), clip, seed=seed)
         val = UnlabelledAudio(data.val_root or root, clip, seed=seed + 1)  # fixed crops: never set_epoch'd
         test = None
+    clip = train.clip_samples
     if data.label_fraction < 1.0:
         train = LabelledFraction(train, data.label_fraction, seed)
+    if data.negatives:  # after the label fraction: the user's sorted false accepts are all kept
+        negatives = SavedActivations(data.negatives, train.labels, repeat=data.negatives_repeat,
+                                     sample_rate=SAMPLE_RATE, clip_samples=clip, seed=seed)  # fmt: skip
+        train = WithNegatives(train, negatives)
     aug = recipe.augment
     if aug.rir_probability > 0:
         train = RoomReverb(
