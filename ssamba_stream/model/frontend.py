@@ -155,7 +155,9 @@ class KaldiFbank(nn.Module):
     def centre_frequencies(self) -> Tensor:
         """(num_mel_bins,) float64: each mel filter's centre in Hz (for augmentations that warp frequency)."""
         mel_low, mel_high = _mel_scale(torch.tensor([self.low_freq, self.high_freq], dtype=torch.float64))
-        centres = mel_low + (mel_high - mel_low) / (self.num_mel_bins + 1) * torch.arange(1, self.num_mel_bins + 1)
+        centres = mel_low + (mel_high - mel_low) / (self.num_mel_bins + 1) * torch.arange(
+            1, self.num_mel_bins + 1
+        )
         return 700.0 * torch.expm1(centres / 1127.0)
 
     def num_frames(self, num_samples: int) -> int:
