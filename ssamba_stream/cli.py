@@ -24,6 +24,8 @@ from .cli_common import (
     ThresholdOption,
     ThresholdsOption,
     TopKOption,
+    VadHoldOption,
+    VadOption,
     add_version_option,
     make_engine,
     print_results,
@@ -98,6 +100,8 @@ def file(
     every: EveryOption = 1.0,
     threads: ThreadsOption = 1,
     save_activations: SaveActivationsOption = None,
+    vad: VadOption = False,
+    vad_hold: VadHoldOption = None,
 ) -> None:
     """Run audio files through the streaming engine at full speed; each file is its own stream."""
     from .audio import iter_audio_blocks
@@ -114,6 +118,8 @@ def file(
         top_k=top_k,
         every=every,
         save_activations=save_activations,
+        vad=vad,
+        vad_hold=vad_hold,
     )
     failures = []
     for path in paths:
@@ -181,6 +187,8 @@ def stdin(
     every: EveryOption = 1.0,
     threads: ThreadsOption = 1,
     save_activations: SaveActivationsOption = None,
+    vad: VadOption = False,
+    vad_hold: VadHoldOption = None,
 ) -> None:
     """Stream raw PCM from standard input, e.g. `arecord -f S16_LE -r 16000 | ssamba-stream stdin --rate 16000`."""
     if sample_format not in STDIN_FORMATS:
@@ -205,6 +213,8 @@ def stdin(
         top_k=top_k,
         every=every,
         save_activations=save_activations,
+        vad=vad,
+        vad_hold=vad_hold,
     )
     count = 0
     frames = max(1, rate // 10)  # 100 ms reads: results appear with at most one read of delay

@@ -47,6 +47,18 @@ SaveActivationsOption = Annotated[
         "--save-activations", help="kws: save each event's audio here (WAV + activations.jsonl line)"
     ),
 ]
+VadOption = Annotated[
+    bool,
+    typer.Option(
+        "--vad", help="kws: drop events with no speech shortly before them (Silero VAD; the vad extra)"
+    ),
+]
+VadHoldOption = Annotated[
+    float | None,
+    typer.Option(
+        "--vad-hold", help="with --vad: seconds before an event in which speech must be heard [1.5]"
+    ),
+]
 
 
 def _show_version(ctx: typer.Context, value: bool) -> None:
@@ -73,7 +85,8 @@ def add_version_option(app: typer.Typer) -> None:
 
 def make_engine(task: str, model: Path | None, backend: str, threads: int, *, threshold: float | None,
                 thresholds: str, smoothing: int | None, refractory: float | None, top_k: int,
-                every: float, save_activations: Path | None = None):  # fmt: skip
+                every: float, save_activations: Path | None = None, vad: bool = False,
+                vad_hold: float | None = None):  # fmt: skip
     """The spotter or classifier the mic, file and stdin commands share; the detector options
     (kws) override the model sidecar's defaults, None keeps them."""
     from .kws import parse_thresholds
@@ -85,6 +98,8 @@ def make_engine(task: str, model: Path | None, backend: str, threads: int, *, th
     if task == "classify":
         if save_activations is not None:
             raise UserError("--save-activations saves keyword events: use it with --task kws")
+        if vad:
+            raise UserError("--vad gates keyword events: use it with --task kws")
         classifier = StreamClassifier(
             model, backend=backend, threads=threads, top_k=top_k, every_seconds=every
         )
@@ -94,7 +109,23 @@ def make_engine(task: str, model: Path | None, backend: str, threads: int, *, th
         return classifier
     return KeywordSpotter(model, backend=backend, threads=threads, threshold=threshold,
                           thresholds=parse_thresholds(thresholds), smoothing_blocks=smoothing,
-                          refractory_seconds=refractory, save_activations=save_activations)  # fmt: skip
+                          refractory_seconds=refractory, save_activations=save_activations,
+                          vad=speech_gate(vad, vad_hold, model))  # fmt: skip
+
+
+def speech_gate(vad: bool, hold: float | None, model: Path | None, memory_seconds: float | None = 60.0):
+    """The ``--vad`` gate at ``model``'s rate (None without it); ``--vad-hold`` alone is an error
+    rather than ignored. ``memory_seconds`` None keeps every window (evaluate replays the stream)."""
+    from .runtime.spec import load_spec
+    from .spotter import resolve_model
+    from .vad import DEFAULT_HOLD_SECONDS, SpeechGate
+
+    if not vad:
+        if hold is not None:
+            raise UserError("--vad-hold sets the VAD gate's look back: add --vad")
+        return None
+    hold = DEFAULT_HOLD_SECONDS if hold is None else hold
+    return SpeechGate(load_spec(resolve_model(model)).sample_rate, hold, memory_seconds=memory_seconds)
 
 
 def print_results(results: Iterable, as_json: bool, source: str | None = None) -> int:

@@ -18,6 +18,9 @@ from .cli_common import (
     SmoothingOption,
     ThresholdOption,
     ThresholdsOption,
+    VadHoldOption,
+    VadOption,
+    speech_gate,
 )
 from .errors import UserError
 from .evaluation import DEFAULT_TOLERANCE, evaluate_stream, plot_det, require_matplotlib, write_sweep_csv
@@ -50,11 +53,13 @@ def evaluate(
     thresholds: ThresholdsOption = "",
     smoothing: SmoothingOption = None,
     refractory: RefractoryOption = None,
+    vad: VadOption = False,
+    vad_hold: VadHoldOption = None,
 ) -> None:
     """Run the model once over a labelled stream and report FRR and false accepts per hour over a threshold sweep.
 
     The detector options score one setting other than the model's defaults; the sweep then runs at
-    that smoothing."""
+    that smoothing; --vad gates the events of every point."""
     require_matplotlib()
     folder = writable_folder(out or stream.parent)
     detector = None
@@ -65,8 +70,10 @@ def evaluate(
             .with_overrides(threshold, parse_thresholds(thresholds), smoothing, refractory)
             .for_labels(spec.labels)
         )
+    gate = speech_gate(vad, vad_hold, model, memory_seconds=None)
     result = evaluate_stream(stream, labels or stream.with_suffix(".csv"), model, backend=backend,
-                             tolerance=tolerance, detector=detector, progress=progress_printer(stream))  # fmt: skip
+                             tolerance=tolerance, detector=detector, progress=progress_printer(stream),
+                             vad=gate)  # fmt: skip
     det, table = folder / f"{stream.stem}_det.png", folder / f"{stream.stem}_sweep.csv"
     try:
         plot_det(result, det)

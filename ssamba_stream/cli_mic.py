@@ -36,6 +36,8 @@ def mic(
     every: common.EveryOption = 1.0,
     threads: common.ThreadsOption = 1,
     save_activations: common.SaveActivationsOption = None,
+    vad: common.VadOption = False,
+    vad_hold: common.VadHoldOption = None,
 ) -> None:
     """Spot keywords live from a microphone until Ctrl-C (or --seconds); a summary goes to stderr."""
     if seconds is not None and seconds <= 0:
@@ -52,6 +54,8 @@ def mic(
         top_k=top_k,
         every=every,
         save_activations=save_activations,
+        vad=vad,
+        vad_hold=vad_hold,
     )
     count = 0
 

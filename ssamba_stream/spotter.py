@@ -29,6 +29,7 @@ from .errors import UserError
 from .kws import Detector, DetectorConfig, Event
 from .pcm import PcmAdapter
 from .runtime.session import StreamingSession
+from .vad import SpeechGate
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "kws12" / "model.onnx"
@@ -74,6 +75,7 @@ class _Engine(Generic[Result]):
         self._adapter: PcmAdapter | None = None
         self.compute_seconds = 0.0
         self.history: AudioHistory | None = None  # the recent audio, kept when events are saved
+        self.gate: SpeechGate | None = None  # kws with a VAD: hears the same audio as the model
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -100,6 +102,8 @@ class _Engine(Generic[Result]):
         self.compute_seconds = 0.0
         if self.history is not None:
             self.history.clear()
+        if self.gate is not None:
+            self.gate.reset()
 
     def _adapter_for(self, sample_rate: int | None) -> PcmAdapter:
         rate = self.spec.sample_rate if sample_rate is None else sample_rate
@@ -120,6 +124,8 @@ class _Engine(Generic[Result]):
             mono = np.concatenate([mono, adapter.flush()])
         if self.history is not None:
             self.history.append(mono)
+        if self.gate is not None:
+            self.gate.listen(mono)
         started = time.perf_counter()
         posteriors = self.session.process(mono)
         self.compute_seconds += time.perf_counter() - started
@@ -154,7 +160,8 @@ class KeywordSpotter(_Engine[Event]):
     ``model`` defaults to the bundled 12-class model. ``threshold`` / ``thresholds`` (per label),
     ``smoothing_blocks`` and ``refractory_seconds`` override the model's detector defaults.
     ``save_activations`` (a folder) keeps each event's audio there as WAV with a JSON line; each
-    ``reset`` starts a new stream number in those lines.
+    ``reset`` starts a new stream number in those lines. ``vad`` (True, or a ``SpeechGate`` at the
+    model's rate) drops events with no speech shortly before them (``ssamba_stream.vad``).
     """
 
     task = "kws"
@@ -170,6 +177,7 @@ class KeywordSpotter(_Engine[Event]):
         smoothing_blocks: int | None = None,
         refractory_seconds: float | None = None,
         save_activations: str | os.PathLike | None = None,
+        vad: SpeechGate | bool | None = None,
     ) -> None:
         super().__init__(model, backend, threads)
         config = DetectorConfig.from_sidecar(self.spec.detector).with_overrides(
@@ -180,6 +188,11 @@ class KeywordSpotter(_Engine[Event]):
         if self.saver is not None:
             self.history = self.saver.history(self.spec.sample_rate)
         self.stream_number = 1  # which stream since construction (a reset after audio starts the next)
+        self.gate = SpeechGate(self.spec.sample_rate) if vad is True else vad or None
+        if self.gate is not None and self.gate.vad.sample_rate != self.spec.sample_rate:
+            raise UserError(
+                f"the VAD gate reads {self.gate.vad.sample_rate} Hz but {self.model_path.name} reads {self.spec.sample_rate} Hz"
+            )
 
     def reset(self) -> None:
         self.stream_number += self.seconds > 0
@@ -188,6 +201,8 @@ class KeywordSpotter(_Engine[Event]):
 
     def _results(self, posteriors: np.ndarray) -> list[Event]:
         events = self.detector.update(posteriors)
+        if self.gate is not None:
+            events = self.gate.keep(events)
         if self.saver is not None and self.history is not None:
             for event in events:
                 self.saver.save(event, self.history, f"stream{self.stream_number}")

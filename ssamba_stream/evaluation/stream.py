@@ -16,6 +16,7 @@ from ..audio import iter_audio_blocks
 from ..errors import UserError
 from ..kws import Detector, DetectorConfig, Event, smooth
 from ..spotter import KeywordSpotter
+from ..vad import SpeechGate
 from .labels import END_SLACK_SECONDS, Occurrence, read_ground_truth
 from .matching import (
     DEFAULT_TOLERANCE,
@@ -42,14 +43,17 @@ class StreamPosteriors:
     labels: tuple[str, ...]
     block_seconds: float
     seconds: float  # audio length of the stream
+    gate: SpeechGate | None = field(default=None, repr=False, compare=False)  # heard the whole stream
     _smoothed: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def events(self, config: DetectorConfig) -> list[Event]:
-        """The detector's events over the whole stream; smoothing is computed once per window length."""
+        """The detector's events over the whole stream, less those the VAD gate (if any) drops;
+        smoothing is computed once per window length."""
         window = config.smoothing_blocks
         if window not in self._smoothed:
             self._smoothed[window] = smooth(self.values, window)
-        return Detector(self.labels, self.block_seconds, config).update_smoothed(self._smoothed[window])
+        events = Detector(self.labels, self.block_seconds, config).update_smoothed(self._smoothed[window])
+        return events if self.gate is None else self.gate.keep(events)
 
 
 def stream_posteriors(spotter: KeywordSpotter, path: str | os.PathLike,
@@ -63,7 +67,8 @@ def stream_posteriors(spotter: KeywordSpotter, path: str | os.PathLike,
         if progress is not None:
             progress(spotter.seconds)
     parts.append(spotter.posteriors(np.zeros(0, np.float32), rate, last=True))
-    return StreamPosteriors(np.concatenate(parts), spotter.labels, spotter.block_seconds, spotter.seconds)
+    values = np.concatenate(parts)
+    return StreamPosteriors(values, spotter.labels, spotter.block_seconds, spotter.seconds, spotter.gate)
 
 
 def sweep(
@@ -106,6 +111,7 @@ class StreamEvaluation:
     detector: DetectorConfig  # the setting the ``default`` point was scored at
     misses_by_keyword: tuple[tuple[str, int, int], ...]  # at that setting: (label, missed, occurrences)
     given: bool = False  # the setting was given by the caller rather than read from the model's sidecar
+    vad_hold: float | None = None  # the VAD gate's look back in seconds; None: no gate
 
     @property
     def setting(self) -> str:
@@ -125,7 +131,8 @@ class StreamEvaluation:
         d, best = self.default, self.best_at_target
         lines = [
             f"stream {Path(self.stream).name}: {self.seconds / 60:.1f} min, {self.keywords} keywords, "
-            f"{self.other_words} other words; model {Path(self.model).name}",
+            f"{self.other_words} other words; model {Path(self.model).name}"
+            + ("" if self.vad_hold is None else f"; VAD gate, hold {self.vad_hold:g} s"),
             f"{self.setting} ({describe_thresholds(self.detector)}, smoothing {self.detector.smoothing_blocks}): "
             f"FRR {d.frr:.1%} ({d.misses} of {d.keywords} missed), "
             f"{d.fa_per_hour:.2f} FA/h ({d.false_accepts} false accepts, {d.wrong_label} of them wrong keywords)",
@@ -169,6 +176,7 @@ class StreamEvaluation:
             "default": self.default.to_json(),
             "detector": self.detector.to_sidecar(),
             "detector_given": self.given,
+            "vad_hold_seconds": self.vad_hold,
             "misses_by_keyword": {
                 label: {"missed": missed, "occurrences": total}
                 for label, missed, total in self.misses_by_keyword
@@ -207,12 +215,14 @@ class StreamRun:
 
 def run_stream(stream: str | os.PathLike, labels: str | os.PathLike, model: str | os.PathLike | None,
                backend: str = "onnxruntime", tolerance: float = DEFAULT_TOLERANCE,
-               progress: Callable[[float], None] | None = None) -> StreamRun:  # fmt: skip
-    """One model pass over a labelled stream, its labels checked against the model and the audio."""
+               progress: Callable[[float], None] | None = None,
+               vad: SpeechGate | None = None) -> StreamRun:  # fmt: skip
+    """One model pass over a labelled stream, its labels checked against the model and the audio;
+    ``vad`` (keeping every window: ``memory_seconds=None``) gates the events replayed on it."""
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise UserError(f"tolerance must be >= 0 seconds, got {tolerance}")
     occurrences = read_ground_truth(labels)
-    spotter = KeywordSpotter(model, backend=backend)
+    spotter = KeywordSpotter(model, backend=backend, vad=vad)
     keywords = _keywords(occurrences, spotter.labels, spotter.detector.config)
     posteriors = stream_posteriors(spotter, stream, progress)
     last_end = max(o.end for o in occurrences)
@@ -234,10 +244,12 @@ def evaluate_stream(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     detector: DetectorConfig | None = None,
     progress: Callable[[float], None] | None = None,
+    vad: SpeechGate | None = None,
 ) -> StreamEvaluation:
     """Evaluate ``model`` (default: the bundled one) on a labelled stream: one model pass, then the
-    sweep; ``detector`` (default: the model's sidecar) sets the scored point and the sweep's smoothing."""
-    run = run_stream(stream, labels, model, backend, tolerance, progress)
+    sweep; ``detector`` (default: the model's sidecar) sets the scored point and the sweep's smoothing;
+    ``vad`` gates every event (see ``run_stream``)."""
+    run = run_stream(stream, labels, model, backend, tolerance, progress, vad)
     config, posteriors = detector or run.spotter.detector.config, run.posteriors
     hours = posteriors.seconds / 3600
     events = posteriors.events(config)
@@ -257,4 +269,5 @@ def evaluate_stream(
         detector=config,
         misses_by_keyword=tuple((label, missed[label], n) for label, n in sorted(occurrences.items())),
         given=detector is not None,
+        vad_hold=None if vad is None else vad.hold_seconds,
     )
