@@ -337,8 +337,10 @@ def test_classify_on_a_keyword_model_says_so(random_kws_model, reference_wav):
 
 def test_ctrl_c_on_file_prints_the_summary_so_far(random_kws_model, tmp_path):
     long = tmp_path / "long.wav"
-    noise = np.random.default_rng(0).normal(0, 0.1, 22050 * 300)
-    sf.write(long, noise, 22050, subtype="PCM_16")  # 5 minutes at 22.05 kHz: a 'resampled' note once it runs
+    noise = np.random.default_rng(0).normal(0, 0.1, 22050 * 1200).astype(np.float32)
+    # 20 minutes at 22.05 kHz: a 'resampled' note once it runs, and ~15 s of work, so a loaded
+    # machine cannot finish the file before the signal arrives (5 minutes once did)
+    sf.write(long, noise, 22050, subtype="PCM_16")
     process = subprocess.Popen([*CLI, "file", str(long), "--model", str(random_kws_model)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     first = process.stderr.readline().decode()
