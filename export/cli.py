@@ -1,4 +1,4 @@
-"""`ssamba-export`: checkpoint -> ONNX step graph -> TensorRT engine, and the equivalence check."""
+"""`ssamba-export`: checkpoint -> ONNX step graph -> TensorRT engine or Triton repository, and the equivalence check."""
 
 from __future__ import annotations
 
@@ -89,6 +89,31 @@ def trt(
 
     build_engine(model, output, fp16=fp16, workspace_mb=workspace, max_batch=max_batch)
     typer.echo(f"wrote {output} and {output.with_suffix('.json')}")
+
+
+@app.command()
+def triton(
+    model: Annotated[Path, typer.Argument(help="the .onnx step graph (with its .json sidecar), free batch")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the model repository folder to write into")],
+    name: Annotated[
+        str | None,
+        typer.Option(help="model name in the repository; default: the file's (its folder's for model.onnx)"),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="most streams one call may batch (max_batch_size)")] = 8,
+    max_sequences: Annotated[
+        int, typer.Option(help="streams the sequence batcher tracks at once (max_candidate_sequences)")
+    ] = 64,
+    idle_seconds: Annotated[float, typer.Option(help="a stream idle this long is dropped")] = 5.0,
+    force: Annotated[bool, typer.Option("--force", help="write into a non-empty repository")] = False,
+) -> None:
+    """Write a Triton Inference Server model repository: sequence batcher, state kept in the server."""
+    from .triton import write_repository
+
+    folder = write_repository(model, output, name=name, max_batch=max_batch, max_sequences=max_sequences,
+                              idle_seconds=idle_seconds, force=force)  # fmt: skip
+    typer.echo(
+        f"wrote {folder}/config.pbtxt and {folder}/1/model.onnx: tritonserver --model-repository {output}"
+    )
 
 
 @app.command()
