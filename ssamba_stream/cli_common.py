@@ -113,19 +113,29 @@ def make_engine(task: str, model: Path | None, backend: str, threads: int, *, th
                           vad=speech_gate(vad, vad_hold, model))  # fmt: skip
 
 
-def speech_gate(vad: bool, hold: float | None, model: Path | None, memory_seconds: float | None = 60.0):
-    """The ``--vad`` gate at ``model``'s rate (None without it); ``--vad-hold`` alone is an error
-    rather than ignored. ``memory_seconds`` None keeps every window (evaluate replays the stream)."""
-    from .runtime.spec import load_spec
-    from .spotter import resolve_model
-    from .vad import DEFAULT_HOLD_SECONDS, SpeechGate
+def vad_hold(vad: bool, hold: float | None) -> float | None:
+    """The ``--vad`` gate's look back in seconds (None without ``--vad``); ``--vad-hold`` alone is an
+    error rather than ignored."""
+    from .vad import DEFAULT_HOLD_SECONDS
 
     if not vad:
         if hold is not None:
             raise UserError("--vad-hold sets the VAD gate's look back: add --vad")
         return None
-    hold = DEFAULT_HOLD_SECONDS if hold is None else hold
-    return SpeechGate(load_spec(resolve_model(model)).sample_rate, hold, memory_seconds=memory_seconds)
+    return DEFAULT_HOLD_SECONDS if hold is None else hold
+
+
+def speech_gate(vad: bool, hold: float | None, model: Path | None, memory_seconds: float | None = 60.0):
+    """The ``--vad`` gate at ``model``'s rate (None without it). ``memory_seconds`` None keeps every
+    window (evaluate replays the stream)."""
+    from .runtime.spec import load_spec
+    from .spotter import resolve_model
+    from .vad import SpeechGate
+
+    seconds = vad_hold(vad, hold)
+    if seconds is None:
+        return None
+    return SpeechGate(load_spec(resolve_model(model)).sample_rate, seconds, memory_seconds=memory_seconds)
 
 
 def print_results(results: Iterable, as_json: bool, source: str | None = None) -> int:

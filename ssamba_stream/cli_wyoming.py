@@ -35,6 +35,8 @@ def wyoming(
     thresholds: common.ThresholdsOption = "",
     smoothing: common.SmoothingOption = None,
     refractory: common.RefractoryOption = None,
+    vad: common.VadOption = False,
+    vad_hold: common.VadHoldOption = None,
     max_wait_ms: Annotated[
         float,
         typer.Option(
@@ -48,7 +50,9 @@ def wyoming(
         bool, typer.Option("--verbose", help="log every client's connection problems")
     ] = False,
 ) -> None:
-    """Serve wake-word detection over the Wyoming protocol (Home Assistant) to any number of clients."""
+    """Serve wake-word detection over the Wyoming protocol (Home Assistant) to any number of clients;
+    --vad gives each client's stream its own speech gate."""
+    hold = common.vad_hold(vad, vad_hold)
     try:
         from .serving.wyoming_server import WakeServer
     except ImportError:
@@ -61,7 +65,7 @@ def wyoming(
     server = WakeServer(
         served_models(model, model_dir), threads=threads, max_wait=max_wait_ms / 1000, threshold=threshold,
         thresholds=parse_thresholds(thresholds), smoothing_blocks=smoothing, refractory_seconds=refractory,
-        save_activations=save_activations,
+        vad_hold_seconds=hold, save_activations=save_activations,
     )  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(server, uri))

@@ -2,11 +2,13 @@
 
 Each stream that joins gets a slot: a row of every state tensor, kept in arrays the engine owns,
 plus its own PCM conversion (any rate, width, channels), sample buffer, detector and refractory
-clock in stream time. A step takes one block from every stream that has one, gathers their state
-rows into a batch, runs the graph once, and scatters the new rows back; only the rows of the
-streams in the step are copied. A stream that leaves while its block is in the graph simply gets
-no result. ``gather`` / ``run`` / ``scatter`` are separate so a server can run the graph on a
-worker thread while its event loop keeps feeding streams.
+clock in stream time, and (with a VAD hold) its own speech gate, which hears the stream's blocks as
+they go through the graph and judges its events before they become results. A step takes one
+block from every stream that has one, gathers their state rows into a batch, runs the graph once,
+and scatters the new rows back; only the rows of the streams in the step are copied. A stream
+that leaves while its block is in the graph simply gets no result. ``gather`` / ``run`` /
+``scatter`` are separate so a server can run the graph on a worker thread while its event loop
+keeps feeding streams.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..pcm import PcmAdapter
 from ..runtime.backends import make_backend
 from ..runtime.spec import BATCH, load_spec
 from ..spotter import resolve_model
+from ..vad import SpeechGate
 
 
 class EngineStream:
@@ -37,11 +40,13 @@ class EngineStream:
         detector: Detector,
         chunk_samples: int,
         history: AudioHistory | None,
+        gate: SpeechGate | None = None,
     ) -> None:
         self.slot = slot
         self.adapter = adapter
         self.detector = detector
         self.history = history  # the recent audio, kept when events are saved
+        self.gate = gate  # drops events with no speech shortly before them (--vad)
         self.chunk_samples = chunk_samples
         self.blocks = 0  # blocks whose results were delivered
         self.open = True
@@ -108,7 +113,8 @@ class MultiStreamEngine:
     ``model`` defaults to the bundled model; it needs a free batch dimension to batch (a graph
     exported for a fixed batch runs in groups of that size). ``threshold`` / ``thresholds`` (per
     label), ``smoothing_blocks`` and ``refractory_seconds`` override the model's detector defaults
-    for every stream, as in ``KeywordSpotter``.
+    for every stream, as in ``KeywordSpotter``. ``vad_hold_seconds`` gives every stream its own
+    ``SpeechGate`` with that look back (None: no gate), as ``KeywordSpotter(vad=...)`` has one.
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class MultiStreamEngine:
         thresholds: Mapping[str, float] | None = None,
         smoothing_blocks: int | None = None,
         refractory_seconds: float | None = None,
+        vad_hold_seconds: float | None = None,
     ) -> None:
         self.model_path = resolve_model(model)
         self.spec = load_spec(self.model_path)
@@ -130,6 +137,8 @@ class MultiStreamEngine:
             threshold, thresholds, smoothing_blocks, refractory_seconds
         )
         Detector(self.spec.labels, self.spec.block_seconds, self.config)  # one-line errors before any stream
+        self.vad_hold_seconds = vad_hold_seconds
+        self._gate()  # and those of the VAD (not installed, a rate it cannot read, a bad hold)
         self.backend = make_backend(backend, self.model_path, self.spec, threads)
         self._fixed = self.spec.extra.get("batch")  # None: any number of streams per call
         self._axes = {s.name: s.shape.index(BATCH) for s in self.spec.state}
@@ -172,14 +181,22 @@ class MultiStreamEngine:
         slot = heapq.heappop(self._free)
         for name, axis in self._axes.items():
             self._state[name][_index(axis, slot)] = 0.0
-        stream = EngineStream(slot, adapter, detector, self.spec.chunk_samples, history)
+        stream = EngineStream(slot, adapter, detector, self.spec.chunk_samples, history, self._gate())
         self.streams.append(stream)
         return stream
 
+    def _gate(self) -> SpeechGate | None:
+        """A fresh gate for one stream (its VAD state and remembered windows are the stream's own)."""
+        if self.vad_hold_seconds is None:
+            return None
+        return SpeechGate(self.spec.sample_rate, self.vad_hold_seconds)
+
     def close(self, stream: EngineStream) -> None:
-        """The stream leaves: its slot is free for the next one; a block of it in the graph is dropped."""
+        """The stream leaves: its slot is free for the next one, its gate is let go (even while a caller
+        still holds the stream); a block of it in the graph is dropped."""
         if stream.open:
             stream.open = False
+            stream.gate = None
             self.streams.remove(stream)
             heapq.heappush(self._free, stream.slot)
 
@@ -212,7 +229,17 @@ class MultiStreamEngine:
         return Batch(streams, slots, inputs)
 
     def run(self, batch: Batch) -> dict[str, np.ndarray]:
-        """The graph on a batch (touches no engine state: safe on a worker thread)."""
+        """The graph on a batch, then each gated stream's VAD on its block (after a failed call neither
+        has heard it). Safe on a worker thread: it touches no engine state, and a stream's gate only
+        while the stream's block is in flight."""
+        outputs = self._graph(batch)
+        for stream, block in zip(batch.streams, batch.inputs["pcm"], strict=True):
+            if (gate := stream.gate) is not None:  # read once: close() may let it go meanwhile
+                gate.listen(block)
+        return outputs
+
+    def _graph(self, batch: Batch) -> dict[str, np.ndarray]:
+        """The session call(s) for a batch: one, or groups of a fixed-batch graph's size."""
         if self._fixed is None:
             return self.backend.run(batch.inputs)
         count, size = len(batch.streams), int(self._fixed)
@@ -230,7 +257,7 @@ class MultiStreamEngine:
         return self._axes.get(name.removesuffix("_out"), 0)
 
     def scatter(self, batch: Batch, outputs: dict[str, np.ndarray]) -> list[BlockResult]:
-        """New state rows back into the streams' slots, posteriors through their detectors."""
+        """New state rows back into the streams' slots, posteriors through their detectors (and gates)."""
         live = np.array([i for i, s in enumerate(batch.streams) if s.open], dtype=np.int64)
         self.release(batch)
         if not len(live):
@@ -242,6 +269,8 @@ class MultiStreamEngine:
         for i in live:
             stream, posteriors = batch.streams[i], outputs["posteriors"][i]
             events = stream.detector.update(posteriors[None])
+            if stream.gate is not None:
+                events = stream.gate.keep(events)
             results.append(BlockResult(stream, stream.blocks, posteriors, events))
             stream.blocks += 1
         return results

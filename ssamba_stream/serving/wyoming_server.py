@@ -60,7 +60,9 @@ class WakeServer:
     """The models, their schedulers and the clients' streams; ``serve`` accepts clients on a URI.
 
     ``threshold``, ``thresholds`` (per wake word, across the models), ``smoothing_blocks`` and
-    ``refractory_seconds`` override the models' detector defaults; ``save_activations`` (a folder)
+    ``refractory_seconds`` override the models' detector defaults; ``vad_hold_seconds`` gives every
+    client stream its own VAD gate with that look back (None: none), so a detection with no speech
+    before it is not sent (nor counted against ``not-detected``); ``save_activations`` (a folder)
     keeps each detection's audio there as WAV with a JSON line naming the client.
     """
 
@@ -74,6 +76,7 @@ class WakeServer:
         thresholds: Mapping[str, float] | None = None,
         smoothing_blocks: int | None = None,
         refractory_seconds: float | None = None,
+        vad_hold_seconds: float | None = None,
         save_activations: Path | None = None,
     ) -> None:
         self.models: list[ServedModel] = []
@@ -85,6 +88,7 @@ class WakeServer:
             engine = MultiStreamEngine(
                 path, threads=threads, threshold=threshold, smoothing_blocks=smoothing_blocks,
                 thresholds={k: v for k, v in thresholds.items() if k in labels}, refractory_seconds=refractory_seconds,
+                vad_hold_seconds=vad_hold_seconds,
             )  # fmt: skip
             for word in engine.keywords:
                 if word in self.wake_words:
