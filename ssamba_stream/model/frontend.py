@@ -34,14 +34,14 @@ def _mel_scale(freq: Tensor) -> Tensor:
     return 1127.0 * torch.log1p(freq / 700.0)
 
 
-def _kaldi_mel_banks(
-    num_bins: int, n_fft: int, sample_rate: float, low_freq: float, high_freq: float
-) -> Tensor:
-    """Kaldi's triangular mel filters, shape (num_bins, n_fft // 2 + 1), in float64.
+def _hz_of_mel(mel: Tensor) -> Tensor:
+    """The inverse of ``_mel_scale``."""
+    return 700.0 * torch.expm1(mel / 1127.0)
 
-    Triangles are linear in the mel domain; Kaldi evaluates them at the first ``n_fft // 2``
-    FFT bins only, so the Nyquist bin always gets weight 0.
-    """
+
+def _mel_edges(num_bins: int, sample_rate: float, low_freq: float, high_freq: float) -> Tensor:
+    """The ``num_bins + 2`` band edges of Kaldi's mel filters, in mel (float64): filter i rises from
+    edge i, peaks at edge i + 1 and falls to edge i + 2. ``high_freq <= 0`` is an offset from Nyquist."""
     nyquist = 0.5 * sample_rate
     if high_freq <= 0.0:
         high_freq += nyquist
@@ -53,7 +53,18 @@ def _kaldi_mel_banks(
     mel_low = _mel_scale(torch.tensor(low_freq, dtype=torch.float64))
     mel_high = _mel_scale(torch.tensor(high_freq, dtype=torch.float64))
     delta = (mel_high - mel_low) / (num_bins + 1)
-    edges = mel_low + delta * torch.arange(num_bins + 2, dtype=torch.float64)
+    return mel_low + delta * torch.arange(num_bins + 2, dtype=torch.float64)
+
+
+def _kaldi_mel_banks(
+    num_bins: int, n_fft: int, sample_rate: float, low_freq: float, high_freq: float
+) -> Tensor:
+    """Kaldi's triangular mel filters, shape (num_bins, n_fft // 2 + 1), in float64.
+
+    Triangles are linear in the mel domain; Kaldi evaluates them at the first ``n_fft // 2``
+    FFT bins only, so the Nyquist bin always gets weight 0.
+    """
+    edges = _mel_edges(num_bins, sample_rate, low_freq, high_freq)
     left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
 
     bin_mel = _mel_scale(torch.arange(n_fft // 2, dtype=torch.float64) * (sample_rate / n_fft))[None, :]
@@ -144,8 +155,7 @@ class KaldiFbank(nn.Module):
         self.n_fft = 1 << (self.window_length - 1).bit_length()
         self.norm_mean = norm_mean
         self.norm_std = norm_std
-        self.low_freq = float(low_freq)
-        self.high_freq = float(high_freq) if high_freq > 0.0 else float(high_freq) + 0.5 * sample_rate
+        self.low_freq, self.high_freq = float(low_freq), float(high_freq)
 
         analysis = _frame_analysis_matrix(self.window_length, self.n_fft, preemphasis)
         self.register_buffer("analysis", analysis[:, None, :], persistent=False)
@@ -154,11 +164,8 @@ class KaldiFbank(nn.Module):
 
     def centre_frequencies(self) -> Tensor:
         """(num_mel_bins,) float64: each mel filter's centre in Hz (for augmentations that warp frequency)."""
-        mel_low, mel_high = _mel_scale(torch.tensor([self.low_freq, self.high_freq], dtype=torch.float64))
-        centres = mel_low + (mel_high - mel_low) / (self.num_mel_bins + 1) * torch.arange(
-            1, self.num_mel_bins + 1
-        )
-        return 700.0 * torch.expm1(centres / 1127.0)
+        edges = _mel_edges(self.num_mel_bins, self.sample_rate, self.low_freq, self.high_freq)
+        return _hz_of_mel(edges[1:-1])
 
     def num_frames(self, num_samples: int) -> int:
         """Frames Kaldi emits with snip_edges=True: only windows that fit entirely in the audio."""
