@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ssamba_stream.model.base import SpectrogramModel
 
-from .augment import add_noise_and_roll, mixup, spec_augment
+from .augment import add_noise_and_roll, mixup
 from .config import Recipe
 from .data import Batch
 from .distributed import DistContext
@@ -71,8 +71,7 @@ class ClassifyTask(Task):
             waveforms, targets = mixup(
                 waveforms, targets, aug.mixup_alpha, probability=aug.mixup, generator=generator
             )
-        fbank = self.other_tract_and_channel(self.features(waveforms), generator)
-        fbank = spec_augment(fbank, aug.freqm, aug.timem, generator, mask_value=self.mask_value)
+        fbank = self.augment_features(self.features(waveforms), generator)
         if aug.noise:
             fbank = add_noise_and_roll(fbank, generator=generator)
         return {"fbank": fbank, "targets": targets}

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ssamba_stream.model.base import SpectrogramModel
 from ssamba_stream.model.streaming import block_samples, head_inputs, stream_frames
 
-from .augment import mix_background, prepend_past_audio, spec_augment, time_shift
+from .augment import mix_background, prepend_past_audio, time_shift
 from .config import Recipe, RecipeError
 from .data import SILENCE_LABEL, UNKNOWN_LABEL, Batch
 from .distributed import DistContext
@@ -122,8 +122,7 @@ class KwsStreamTask(Task):
                                        aug.background_probability, generator=generator)  # fmt: skip
         rows, clip_start = prepend_past_audio(waveforms, aug.past_seconds, noises=self.noises or None,
                                               noise_probability=aug.past_noise_probability, generator=generator)  # fmt: skip
-        fbank = self.other_tract_and_channel(self.frontend(rows), generator)
-        fbank = spec_augment(fbank, aug.freqm, aug.timem, generator, mask_value=self.mask_value)
+        fbank = self.augment_features(self.frontend(rows), generator)
         block = blocks[batch_seed % len(blocks)]
         return {
             "fbank": fbank,
@@ -142,10 +141,7 @@ class KwsStreamTask(Task):
         if aug.background_probability > 0 and self.noises:
             audio = mix_background(audio, self.noises, tuple(aug.background_snr_db), aug.background_probability,
                                    signal_power=rows.word_power, generator=generator)  # fmt: skip
-        fbank = self.other_tract_and_channel(
-            stream_frames(self.model, audio, self.frontend, block), generator
-        )
-        fbank = spec_augment(fbank, aug.freqm, aug.timem, generator, mask_value=self.mask_value)
+        fbank = self.augment_features(stream_frames(self.model, audio, self.frontend, block), generator)
         targets = block_targets(rows.words, audio.shape[0], audio.shape[1] // step_samples, block,
                                 self.model.config.head_window, self.roles)  # fmt: skip
         return {"fbank": fbank, "targets": targets.to(self.device), "block": block}

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ssamba_stream.model.base import SpectrogramModel
 
-from .augment import change_speed, ssast_mask_value, warp_and_colour
+from .augment import change_speed, spec_augment, ssast_mask_value, warp_and_colour
 from .config import Recipe
 from .data import Batch
 from .distributed import DistContext
@@ -39,6 +39,7 @@ class Task:
         self.device = device
         self.frontend = model.make_frontend().to(device)
         self.mask_value = ssast_mask_value(model.config.norm_mean, model.config.norm_std)
+        self.centre_hz = self.frontend.centre_frequencies()  # mel filter centres, for VTLP
 
     def other_voice(self, waveforms: Tensor, generator: torch.Generator) -> Tensor:
         """Speed perturbation of clips (``augment.speed``): another speaking rate, pitch and formants."""
@@ -47,14 +48,15 @@ class Task:
             return waveforms
         return change_speed(waveforms, (low, high), generator=generator)
 
-    def other_tract_and_channel(self, fbank: Tensor, generator: torch.Generator) -> Tensor:
-        """VTLP and a random equaliser on features (``augment.mel_warp``, ``augment.colour_db``)."""
+    def augment_features(self, fbank: Tensor, generator: torch.Generator) -> Tensor:
+        """Feature augmentation of every task: VTLP and a random equaliser (``augment.mel_warp``,
+        ``augment.colour_db``: another vocal tract and channel), then SpecAugment."""
         aug = self.recipe.augment
-        if aug.mel_warp == 0 and aug.colour_db == 0:
-            return fbank
-        units_per_db = math.log(10.0) / 10.0 / (2.0 * self.model.config.norm_std)
-        return warp_and_colour(fbank, self.frontend.centre_frequencies(), aug.mel_warp, aug.colour_db,
-                               units_per_db=units_per_db, generator=generator)  # fmt: skip
+        if aug.mel_warp > 0 or aug.colour_db > 0:
+            units_per_db = math.log(10.0) / 10.0 / (2.0 * self.model.config.norm_std)
+            fbank = warp_and_colour(fbank, self.centre_hz, aug.mel_warp, aug.colour_db,
+                                    units_per_db=units_per_db, generator=generator)  # fmt: skip
+        return spec_augment(fbank, aug.freqm, aug.timem, generator, mask_value=self.mask_value)
 
     def prepare(self, batch: Batch, generator: torch.Generator, batch_seed: int) -> dict[str, Tensor]:
         """The objective's keyword inputs for one training batch."""
