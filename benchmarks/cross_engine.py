@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from ssamba_stream.evaluation import DEFAULT_THRESHOLDS, match_events, run_stream, sweep
+from ssamba_stream.evaluation import DEFAULT_THRESHOLDS, best_within, match_events, run_stream, sweep
 
 BUDGETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 # The default sweep ends at 0.999; models on unseen voices reach <= 1 FA/h only above it.
@@ -39,10 +39,7 @@ def score(model: Path, stream: Path) -> dict[str, object]:
     run = run_stream(stream, stream.with_suffix(".csv"), model)
     config = run.spotter.detector.config
     points = sweep(run.posteriors, config, run.keywords, thresholds=THRESHOLDS)
-    best = {}
-    for budget in BUDGETS:
-        allowed = [p for p in points if p.fa_per_hour <= budget]
-        best[budget] = min(allowed, key=lambda p: (p.frr, p.fa_per_hour), default=None)
+    best = {budget: best_within(points, budget) for budget in BUDGETS}
     frrs = [1.0 if p is None else p.frr for p in best.values()]
     at_two = best[2.0]
     misses: dict[str, str] = {}

@@ -13,7 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from ssamba_stream.cli_common import speech_gate
-from ssamba_stream.evaluation import NOTHING_SAID, false_accepts, operating_point, run_stream, sweep
+from ssamba_stream.evaluation import (
+    NOTHING_SAID,
+    best_within,
+    false_accepts,
+    operating_point,
+    run_stream,
+    sweep,
+)
 
 HOLDS = (None, 1.0, 1.5, 2.0)  # None: no gate
 BUDGETS = (2.0, 8.0)
@@ -36,8 +43,7 @@ def score(stream: Path) -> list[dict[str, object]]:
         points = sweep(posteriors, config, run.keywords)
         best = {}
         for budget in BUDGETS:
-            allowed = [p for p in points if p.fa_per_hour <= budget]
-            point = min(allowed, key=lambda p: (p.frr, p.fa_per_hour), default=None)
+            point = best_within(points, budget)
             best[f"{budget:g}"] = None if point is None else point.to_json()
         rows.append({"hold": hold, "default": default.to_json(), "fa_on_nothing": on_nothing,
                      "fa_on_words": len(wrong) - on_nothing, "best": best})  # fmt: skip

@@ -87,6 +87,13 @@ def sweep(
     return points
 
 
+def best_within(points: Sequence[OperatingPoint], max_fa_per_hour: float) -> OperatingPoint | None:
+    """The lowest-FRR point with at most ``max_fa_per_hour`` (ties: fewer false accepts, then the
+    lower threshold), or None when every point fires more often."""
+    allowed = [p for p in points if p.fa_per_hour <= max_fa_per_hour]
+    return min(allowed, key=lambda p: (p.frr, p.fa_per_hour, p.threshold), default=None)
+
+
 def describe_thresholds(config: DetectorConfig) -> str:
     """``threshold 0.96`` or ``per-keyword thresholds 0.81-0.99``, for one-line reports."""
     if not config.thresholds:
@@ -124,8 +131,7 @@ class StreamEvaluation:
     @property
     def best_at_target(self) -> OperatingPoint | None:
         """The lowest-FRR sweep point with at most 1 FA/h (ties: fewer false accepts), or None."""
-        allowed = [p for p in self.sweep if p.fa_per_hour <= TARGET_FA_PER_HOUR]
-        return min(allowed, key=lambda p: (p.frr, p.fa_per_hour, p.threshold), default=None)
+        return best_within(self.sweep, TARGET_FA_PER_HOUR)
 
     def summary(self) -> str:
         d, best = self.default, self.best_at_target
