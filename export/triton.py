@@ -18,7 +18,15 @@ import onnx
 from ssamba_stream.errors import UserError, absence
 from ssamba_stream.runtime.spec import BATCH, StreamModelSpec, load_spec
 
-from .triton_graph import READY, START, StateLayout, max_wrapper_difference, wrap_step_graph
+from .triton_graph import (
+    READY,
+    START,
+    StateLayout,
+    cpu_session,
+    max_wrapper_difference,
+    run_outputs,
+    wrap_step_graph,
+)
 
 PLATFORM = "onnxruntime_onnx"
 LABELS_FILE = "labels.txt"
@@ -222,15 +230,10 @@ def _check_repository(repo: Path, force: bool) -> None:
 def _output_shapes(step: onnx.ModelProto, states: tuple[StateLayout, ...]) -> dict[str, tuple[int, ...]]:
     """Non-batch sizes of the plain outputs, from one step at batch 1 (the exporter leaves some
     symbolic; Triton's config and the wrapper declare them fixed)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(step.SerializeToString(), options)
+    session = cpu_session(step)
     feed = {}
     for value in session.get_inputs():
         shape = tuple(1 if not isinstance(d, int) else d for d in value.shape)
         feed[value.name] = np.zeros(shape, np.float32)
     state_outputs = {s.output for s in states}
-    names = [o.name for o in session.get_outputs() if o.name not in state_outputs]
-    return {n: tuple(v.shape[1:]) for n, v in zip(names, session.run(names, feed), strict=True)}
+    return {n: v.shape[1:] for n, v in run_outputs(session, feed).items() if n not in state_outputs}

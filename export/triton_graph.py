@@ -156,11 +156,7 @@ def max_wrapper_difference(
 ) -> float:
     """Largest difference between the step graph and its wrapper over ``steps`` calls on random
     audio, each with its state fed back in its own layout (onnxruntime, CPU, one thread)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    original, wrapper = (ort.InferenceSession(m.SerializeToString(), options) for m in (step, wrapped))
+    original, wrapper = cpu_session(step), cpu_session(wrapped)
     states = tuple(states)
     state_in = {s.name: np.zeros((batch, *s.dims), np.float32) for s in states}  # batch-first
     controls = {START: np.ones((batch, 1), np.int32), READY: np.ones((batch, 1), np.int32)}
@@ -171,8 +167,8 @@ def max_wrapper_difference(
         pcm = (0.1 * rng.standard_normal((batch, chunk))).astype(np.float32)
         controls[START][:] = index == 0
         step_state = {s.name: np.transpose(state_in[s.name], np.argsort(s.batch_first)) for s in states}
-        theirs = _run(original, {"pcm": pcm, **step_state})
-        ours = _run(wrapper, {"pcm": pcm, **state_in, **controls})
+        theirs = run_outputs(original, {"pcm": pcm, **step_state})
+        ours = run_outputs(wrapper, {"pcm": pcm, **state_in, **controls})
         for state in states:
             theirs[state.output] = np.transpose(theirs[state.output], state.batch_first)
             state_in[state.name] = ours[state.output]
@@ -180,6 +176,16 @@ def max_wrapper_difference(
     return worst
 
 
-def _run(session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # noqa: ANN001 (onnxruntime's type)
+def cpu_session(model: onnx.ModelProto):  # noqa: ANN201 (onnxruntime's type)
+    """An onnxruntime session on one CPU thread, for the exporter's checks of a graph in memory."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def run_outputs(session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # noqa: ANN001 (onnxruntime's type)
+    """Every output of one call, by name."""
     names = [output.name for output in session.get_outputs()]
     return dict(zip(names, session.run(names, feed), strict=True))
