@@ -65,6 +65,33 @@ def test_native_equals_reference_in_value_and_gradient(batch, dim, n, length, bc
         assert _relative(got, want) <= 1e-4, name
 
 
+@pytest.mark.parametrize("bc", ["variable", "grouped"])
+def test_native_reads_channels_last_views_without_copies(bc):
+    """u, delta, z as (batch, d, L) views of (batch, L, d) tensors and B/C as views of (batch, L, n)
+    columns, the layouts a Mamba layer hands over: same values and gradients as contiguous inputs."""
+    args = _inputs(2, 8, 4, 19, bc, True, True, True)
+    views = dict(args)
+    with torch.no_grad():
+        for name in ("u", "delta", "z"):
+            views[name] = args[name].transpose(1, 2).contiguous().requires_grad_()
+        for name in ("B", "C"):
+            views[name] = args[name].transpose(-1, -2).contiguous().requires_grad_()
+
+    def as_contract(kwargs):
+        out = dict(kwargs)
+        for name in ("u", "delta", "z", "B", "C"):
+            out[name] = kwargs[name].transpose(-1, -2)
+        return out
+
+    assert not as_contract(views)["u"].is_contiguous() and as_contract(views)["B"].stride(-2) == 1
+    want_out, want_last, want_grads = _run(selective_scan_ref, args)
+    out, last, grads = _run(lambda **kw: native_scan.selective_scan_native(**as_contract(kw)), views)
+    assert _relative(out, want_out) <= 1e-5 and _relative(last, want_last) <= 1e-5
+    for name, got, want in zip([k for k, v in args.items() if v is not None], grads, want_grads, strict=True):
+        got = got.transpose(-1, -2) if name in ("u", "delta", "z", "B", "C") else got
+        assert _relative(got, want) <= 1e-4, name
+
+
 def test_native_survives_huge_steps():
     args = _inputs(2, 4, 4, 12, "variable", True, False, True)
     with torch.no_grad():
@@ -73,6 +100,19 @@ def test_native_survives_huge_steps():
     ref_out, _, ref_grads = _run(selective_scan_ref, args)
     assert torch.isfinite(out).all() and _relative(out, ref_out) <= 1e-5
     assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_native_softplus_holds_over_the_whole_range():
+    """The kernel's own softplus (no libm call) against torch's, from steps that vanish to huge ones."""
+    args = _inputs(1, 4, 4, 801, "variable", False, True, True)
+    with torch.no_grad():
+        args["delta"].copy_(torch.linspace(-60, 60, 801).expand(1, 4, -1))
+        args["delta_bias"].zero_()
+    ref_out, ref_last, ref_grads = _run(selective_scan_ref, args)
+    out, last, grads = _run(native_scan.selective_scan_native, args)
+    assert _relative(out, ref_out) <= 1e-5 and _relative(last, ref_last) <= 1e-5
+    delta_grad, want = grads[1], ref_grads[1]
+    assert _relative(delta_grad, want) <= 1e-4
 
 
 def test_gradcheck_in_float64():

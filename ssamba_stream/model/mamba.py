@@ -138,14 +138,16 @@ class Mamba(nn.Module):
             u = u * valid.to(u.dtype)
         x_dbl = x_proj(u.transpose(1, 2))  # (batch, L, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = (dt @ dt_proj.weight.t()).transpose(1, 2)  # (batch, d_inner, L); bias goes to the scan
+        # delta stays a channels-last view (the projection writes (batch, L, d_inner) twice as fast
+        # as (batch, d_inner, L)); the bias goes to the scan
+        delta = (dt @ dt_proj.weight.t()).transpose(1, 2)
         A = -torch.exp(A_log.float())
         result = mode.scan_fn(
             u,
             delta,
             A,
-            B.transpose(1, 2).contiguous(),
-            C.transpose(1, 2).contiguous(),
+            B.transpose(1, 2),  # views: each implementation lays B and C out as it needs them
+            C.transpose(1, 2),
             D.float(),
             z=z,
             delta_bias=dt_proj.bias.float(),

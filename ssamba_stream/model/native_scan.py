@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .scan import ScanResult, _check_inputs, discretisation_inputs, selective_scan_chunked
+from .scan import ScanResult, _check_inputs, _compute_dtype, selective_scan_chunked
 
 __all__ = ["ENV_VAR", "native_scan_available", "selective_scan_native"]
 
@@ -149,7 +149,10 @@ def _parts(batch: int, dim: int, per_part_max: int) -> int:
 
 
 class _NativeScan(torch.autograd.Function):
-    """The kernel's forward and backward; inputs already in the kernel's layout and dtype."""
+    """The kernel's forward and backward; inputs already in the kernel's layouts and dtype.
+
+    ``dt`` is the raw delta: the kernel adds ``bias`` and applies softplus itself, so no step-size
+    tensor is allocated, and the backward's ``ddt`` is the raw delta's gradient."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -161,20 +164,25 @@ class _NativeScan(torch.autograd.Function):
         C: Tensor,
         D: Tensor | None,
         z: Tensor | None,
+        bias: Tensor | None,
+        softplus: bool,
         h0: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
-        out, last = _extension().forward(u, dt, A, B, C, D, z, h0)
-        ctx.save_for_backward(u, dt, A, B, C, D, z, h0)
+        out, last = _extension().forward(u, dt, A, B, C, D, z, bias, softplus, h0)
+        ctx.save_for_backward(u, dt, A, B, C, D, z, bias, h0)
+        ctx.softplus = softplus
         return out, last
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dout: Tensor, dlast: Tensor):  # type: ignore[override]
-        u, dt, A, B, C, D, z, h0 = ctx.saved_tensors
+        u, dt, A, B, C, D, z, bias, h0 = ctx.saved_tensors
         batch, dim, length = u.shape
         per_part = math.gcd(*(dim // M.shape[1] for M in (B, C) if M.dim() == 4), dim)
         parts = _parts(batch, dim, per_part)
-        grads = _extension().backward(u, dt, A, B, C, D, z, h0, dout.contiguous(), dlast.contiguous(), parts)
+        grads = _extension().backward(
+            u, dt, A, B, C, D, z, bias, ctx.softplus, h0, dout.contiguous(), dlast.contiguous(), parts
+        )
         du, ddt, dA, dB, dC, dD, dz, dh0 = grads
 
         def bc_grad(g: Tensor, M: Tensor) -> Tensor:
@@ -190,17 +198,22 @@ class _NativeScan(torch.autograd.Function):
             bc_grad(dC, C),
             None if D is None else dD.sum(0),
             None if z is None else dz,
+            None if bias is None else ddt.sum((0, 2)),
+            None,
             None if h0 is None else dh0,
         )
 
 
 def _time_major(M: Tensor, dtype: torch.dtype) -> Tensor:
-    """B or C for the kernel: fixed (d, n) as is, else (batch, groups, L, n)."""
+    """B or C for the kernel: fixed (d, n) contiguous, else a (batch, groups, L, n) view with
+    contiguous n, which the (batch, L, n) columns of a Mamba layer's x_proj output already are."""
+    M = M.to(dtype)
+    if M.dim() == 2:
+        return M.contiguous()
     if M.dim() == 3:
         M = M.unsqueeze(1)
-    if M.dim() == 4:
-        M = M.transpose(-1, -2)
-    return M.to(dtype).contiguous()
+    M = M.transpose(-1, -2)
+    return M if M.stride(-1) == 1 else M.contiguous()
 
 
 def selective_scan_native(
@@ -224,21 +237,22 @@ def selective_scan_native(
     if not native_scan_available():
         args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
         return selective_scan_chunked(*args, return_last_state)
-    dtype_in = u.dtype
-    u, dt = discretisation_inputs(u, delta, delta_bias, delta_softplus)
-    dtype = u.dtype
+    dtype_in, dtype = u.dtype, _compute_dtype(u)
 
     def prep(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.to(dtype).contiguous()
 
+    # u, delta and z go in with their strides: the kernel reads (batch, L, d) views without a copy.
     out, last = _NativeScan.apply(
-        u.contiguous(),
-        dt.contiguous(),
+        u.to(dtype),
+        delta.to(dtype),
         prep(A),
         _time_major(B, dtype),
         _time_major(C, dtype),
         prep(D),
-        prep(z),
+        None if z is None else z.to(dtype),
+        prep(delta_bias),
+        delta_softplus,
         prep(initial_state),
     )
     out = out.to(dtype_in)

@@ -6,11 +6,16 @@
 // plus, per thread, the row's states and decays (2 * L * d_state values) that the backward replays
 // in reverse: never (batch, d, L, d_state).
 //
-// Layouts (all contiguous, one dtype, float or double): u, dt, z, out (batch, d, L); A (d, n);
-// B and C either fixed (d, n) or time-major (batch, groups, L, n); D (d); states (batch, d, n).
-// native_scan.py converts the contract's layouts to these and applies delta_bias and softplus to
-// get the step size dt (torch's vectorised softplus: a libm call per step here would cost more
-// than the step's state update).
+// Layouts (one dtype, float or double): u, dt, z (batch, d, L) with any strides, so that the
+// channels-last (batch, L, d) tensors of a Mamba layer come in as the views they are, without a
+// transposing copy: a thread stages a tile of kTile rows at a time into contiguous buffers, reading
+// each time step's kTile channels together (one cache line; reading one row's strided time steps
+// instead costs a TLB miss every step or two and is slower than torch's copy); B and C either fixed (d, n) or time-major (batch, groups, L, n) with any
+// batch, group and time strides and contiguous n; the rest contiguous: out and the gradients
+// (batch, d, L), A (d, n), D (d), delta_bias (d), states (batch, d, n). The step size is
+// softplus(delta + delta_bias), computed per row into a small buffer by a pass that vectorises (a
+// libm call per time step inside the scan would cost more than the step's state update); the
+// backward returns the gradient of the raw delta, so no step-size tensor is ever allocated.
 
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -32,6 +37,9 @@ using OptTensor = std::optional<Tensor>;
 // without -ffast-math (which would also license rewriting exp_approx's rounding). The selects in
 // the loops need -fno-trapping-math to become vector blends.
 constexpr int64_t kLanes = 8;
+
+// Rows staged together: one 64-byte cache line of a channels-last float tensor.
+constexpr int64_t kTile = 16;
 
 // e^x for float without a libm call, so that loops over the state vectorise: x = k ln2 + r with
 // |r| <= ln2 / 2 (ln2 split in two for an exact k ln2), e^r by Cephes' degree-7 polynomial,
@@ -58,6 +66,31 @@ inline float exp_approx(float x) {
 }
 
 inline double exp_approx(double x) { return std::exp(x); }
+
+// log(1 + y) for y in [0, 1] without a libm call: 2 atanh(s) with s = y / (2 + y) <= 1/3, whose
+// odd series to s^15 is within 4e-9 relative, and exact in relative terms for tiny y.
+inline float log1p_unit(float y) {
+  const float s = y / (2.0f + y);
+  const float s2 = s * s;
+  float p = 1.0f / 15;
+  p = p * s2 + 1.0f / 13;
+  p = p * s2 + 1.0f / 11;
+  p = p * s2 + 1.0f / 9;
+  p = p * s2 + 1.0f / 7;
+  p = p * s2 + 1.0f / 5;
+  p = p * s2 + 1.0f / 3;
+  return 2.0f * s * (p * s2 + 1.0f);
+}
+
+inline double log1p_unit(double y) { return std::log1p(y); }
+
+// softplus(x) = max(x, 0) + log(1 + e^-|x|), stable for any x.
+template <typename T>
+inline T softplus(T x) {
+  const T ax = x < T(0) ? -x : x;
+  const T pos = x > T(0) ? x : T(0);
+  return pos + log1p_unit(exp_approx(-ax));
+}
 
 template <typename T>
 inline T sigmoid(T x) {
@@ -109,55 +142,92 @@ inline void adjoint_lanes(T g, T x, T dt, const T* __restrict__ A, const T* __re
   }
 }
 
+// A (batch, d, L) input with any strides: row (b, d) starts at row(b, d), its steps are `step` apart.
+template <typename T>
+struct Rows {
+  const T* data = nullptr;
+  int64_t sb = 0, sd = 0, step = 0;
+
+  Rows() = default;
+  explicit Rows(const Tensor& t) : data(t.data_ptr<T>()), sb(t.stride(0)), sd(t.stride(1)), step(t.stride(2)) {}
+  const T* row(int64_t b, int64_t d) const { return data + b * sb + d * sd; }
+  explicit operator bool() const { return data != nullptr; }
+};
+
+// B or C: fixed (d, n), or time-major (batch, groups, L, n) read through its strides.
+template <typename T>
+struct Projection {
+  const T* data;
+  int64_t groups, sb, sg, step;  // groups 0 for fixed (d, n), whose step is 0
+
+  explicit Projection(const Tensor& M)
+      : data(M.data_ptr<T>()),
+        groups(M.dim() == 2 ? 0 : M.size(1)),
+        sb(M.dim() == 2 ? 0 : M.stride(0)),
+        sg(M.dim() == 2 ? 0 : M.stride(1)),
+        step(M.dim() == 2 ? 0 : M.stride(2)) {}
+};
+
 // The inputs of one call, with each row's pointers derived from (b, d).
 template <typename T>
 struct Problem {
-  const T *u, *dt, *A, *B, *C, *D, *z, *h0;
+  Rows<T> u, dt, z;  // dt: the raw delta, before bias and softplus
+  const T *A, *D, *bias, *h0;
+  bool use_softplus;
+  Projection<T> B, C;
   int64_t batch, dim, len, n;
-  int64_t groups_b, groups_c;  // 0 for fixed (d, n)
 
   Problem(const Tensor& u_, const Tensor& dt_, const Tensor& A_, const Tensor& B_, const Tensor& C_,
-          const OptTensor& D_, const OptTensor& z_, const OptTensor& h0_)
-      : u(u_.data_ptr<T>()),
-        dt(dt_.data_ptr<T>()),
+          const OptTensor& D_, const OptTensor& z_, const OptTensor& bias_, bool softplus_, const OptTensor& h0_)
+      : u(u_),
+        dt(dt_),
+        z(z_ ? Rows<T>(*z_) : Rows<T>()),
         A(A_.data_ptr<T>()),
-        B(B_.data_ptr<T>()),
-        C(C_.data_ptr<T>()),
         D(D_ ? D_->data_ptr<T>() : nullptr),
-        z(z_ ? z_->data_ptr<T>() : nullptr),
+        bias(bias_ ? bias_->data_ptr<T>() : nullptr),
         h0(h0_ ? h0_->data_ptr<T>() : nullptr),
+        use_softplus(softplus_),
+        B(B_),
+        C(C_),
         batch(u_.size(0)),
         dim(u_.size(1)),
         len(u_.size(2)),
-        n(A_.size(1)),
-        groups_b(B_.dim() == 2 ? 0 : B_.size(1)),
-        groups_c(C_.dim() == 2 ? 0 : C_.size(1)) {}
+        n(A_.size(1)) {}
 
+  // Row (b, d)'s slot in the contiguous (batch, d, L) outputs.
   int64_t row(int64_t b, int64_t d) const { return (b * dim + d) * len; }
 
-  // B or C for row (b, d) at t = 0, and the step between time steps (0 when fixed).
-  const T* bc(const T* M, int64_t groups, int64_t b, int64_t d) const {
-    if (groups == 0) return M + d * n;
-    return M + ((b * groups + d / (dim / groups)) * len) * n;
+  // B or C for row (b, d) at t = 0 (its steps are M.step apart).
+  const T* bc(const Projection<T>& M, int64_t b, int64_t d) const {
+    if (M.groups == 0) return M.data + d * n;
+    return M.data + b * M.sb + (d / (dim / M.groups)) * M.sg;
   }
-  int64_t bc_step(int64_t groups) const { return groups == 0 ? 0 : n; }
 
-  // Row (b, d) forward from state h (in: the initial state, out: the last one): y_t = C_t . h_t
-  // into Y (L); with Save, every state h_t and decay exp(dt_t A) into H and E (L * n each).
+  // Rows [d0, d0 + count) of batch b of src into dst (count, L), contiguous in time: one pass over
+  // time that reads a time step's channels together.
+  void gather(const Rows<T>& src, int64_t b, int64_t d0, int64_t count, T* __restrict__ dst) const {
+    const T* base = src.row(b, d0);
+    for (int64_t t = 0; t < len; ++t) {
+      const T* __restrict__ at_t = base + t * src.step;
+      for (int64_t c = 0; c < count; ++c) dst[c * len + t] = at_t[c * src.sd];
+    }
+  }
+
+  // Row d forward from state h (in: the initial state, out: the last one), from its contiguous
+  // u and step-size rows: y_t = C_t . h_t into Y (L); with Save, every state h_t and decay
+  // exp(dt_t A) into H and E (L * n each).
   template <bool Save>
-  void forward_row(int64_t b, int64_t d, T* __restrict__ h, T* __restrict__ Y, T* __restrict__ H,
-                   T* __restrict__ E) const {
-    const int64_t r = row(b, d);
+  void forward_row(int64_t b, int64_t d, const T* __restrict__ ur, const T* __restrict__ dtr, T* __restrict__ h,
+                   T* __restrict__ Y, T* __restrict__ H, T* __restrict__ E) const {
     const T* __restrict__ Ad = A + d * n;
-    const T* Bp = bc(B, groups_b, b, d);
-    const T* Cp = bc(C, groups_c, b, d);
-    const int64_t sb = bc_step(groups_b), sc = bc_step(groups_c);
+    const T* Bp = bc(B, b, d);
+    const T* Cp = bc(C, b, d);
     const int64_t blocks = n - n % kLanes;
     for (int64_t t = 0; t < len; ++t) {
-      const T step = dt[r + t];
-      const T x = step * u[r + t];
-      const T* __restrict__ Bt = Bp + t * sb;
-      const T* __restrict__ Ct = Cp + t * sc;
+      const T step = dtr[t];
+      const T x = step * ur[t];
+      const T* __restrict__ Bt = Bp + t * B.step;
+      const T* __restrict__ Ct = Cp + t * C.step;
       T* Ht = Save ? H + t * n : h;  // not written without Save
       T* Et = Save ? E + t * n : h;
       T acc[kLanes] = {};
@@ -169,16 +239,13 @@ struct Problem {
     }
   }
 
-  // Row (b, d)'s skip connection and gate, in place on y: separate passes over time vectorise the
-  // gate's exponential, which inside the time loop would sit on its critical path.
-  void finish_row(int64_t b, int64_t d, T* __restrict__ y) const {
-    const T* __restrict__ ur = u + row(b, d);
+  // Row d's skip connection and gate (zr null without z), in place on y: separate passes over time
+  // vectorise the gate's exponential, which inside the time loop would sit on its critical path.
+  void finish_row(int64_t d, const T* __restrict__ ur, const T* __restrict__ zr, T* __restrict__ y) const {
     const T Dd = D ? D[d] : T(0);
     for (int64_t t = 0; t < len; ++t) y[t] += Dd * ur[t];
-    if (z) {
-      const T* __restrict__ zr = z + row(b, d);
+    if (zr)
       for (int64_t t = 0; t < len; ++t) y[t] *= zr[t] * sigmoid(zr[t]);
-    }
   }
 
   // Row (b, d)'s initial state into h.
@@ -191,23 +258,93 @@ struct Problem {
   }
 };
 
+// A thread's tile: up to kTile rows of one batch element, each contiguous in time. u and z point
+// into the tensors when their rows already are contiguous, else into the staging buffer; raw holds
+// delta + bias and steps the step sizes (raw itself without softplus).
+template <typename T>
+struct Tile {
+  std::vector<T> buf;
+  const T *u = nullptr, *z = nullptr, *steps = nullptr;
+  T* raw = nullptr;
+  int64_t u_stride = 0, z_stride = 0, len;
+
+  explicit Tile(int64_t len_) : buf(4 * kTile * len_), len(len_) {}
+
+  const T* u_row(int64_t c) const { return u + c * u_stride; }
+  const T* z_row(int64_t c) const { return z ? z + c * z_stride : nullptr; }
+  const T* steps_row(int64_t c) const { return steps + c * len; }
+  const T* raw_row(int64_t c) const { return raw + c * len; }
+
+  // Rows [d0, d0 + count) of batch b.
+  void stage(const Problem<T>& p, int64_t b, int64_t d0, int64_t count) {
+    T* slot = buf.data();
+    auto rows = [&](const Rows<T>& src, int64_t& stride) -> const T* {
+      if (src.step == 1) {
+        stride = src.sd;
+        return src.row(b, d0);
+      }
+      p.gather(src, b, d0, count, slot);
+      stride = len;
+      slot += kTile * len;
+      return slot - kTile * len;
+    };
+    u = rows(p.u, u_stride);
+    z = p.z ? rows(p.z, z_stride) : nullptr;
+    raw = slot;
+    p.gather(p.dt, b, d0, count, raw);
+    for (int64_t c = 0; c < count; ++c) {
+      const T beta = p.bias ? p.bias[d0 + c] : T(0);
+      T* __restrict__ r = raw + c * len;
+      for (int64_t t = 0; t < len; ++t) r[t] += beta;
+    }
+    if (!p.use_softplus) {
+      steps = raw;
+      return;
+    }
+    T* out = raw + kTile * len;
+    for (int64_t i = 0; i < count * len; ++i) out[i] = softplus(raw[i]);
+    steps = out;
+  }
+};
+
+// Tiles of kTile rows per batch element (the last one of each may be shorter).
+inline int64_t tiles_per_batch(int64_t dim) { return (dim + kTile - 1) / kTile; }
+
 Tensor empty_like_rows(const Tensor& u) { return torch::empty_like(u, at::MemoryFormat::Contiguous); }
 
+// The layouts the kernel reads through raw pointers (the header's list): anything else is a caller's bug.
+void check_layouts(const Tensor& A, const Tensor& B, const Tensor& C, const OptTensor& D, const OptTensor& bias,
+                   const OptTensor& h0) {
+  for (const OptTensor& t : {OptTensor(A), D, bias, h0})
+    TORCH_CHECK(!t || t->is_contiguous(), "A, D, delta_bias and the initial state must be contiguous");
+  for (const Tensor* M : {&B, &C})
+    TORCH_CHECK(M->dim() == 2 ? M->is_contiguous() : M->stride(3) == 1, "B and C need contiguous n");
+}
+
 std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& B,
-                                 const Tensor& C, const OptTensor& D, const OptTensor& z,
-                                 const OptTensor& h0) {
+                                 const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& bias,
+                                 bool softplus, const OptTensor& h0) {
   Tensor out = empty_like_rows(u);
   Tensor last = torch::empty({u.size(0), u.size(1), A.size(1)}, u.options());
+  check_layouts(A, B, C, D, bias, h0);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward", [&] {
-    const Problem<scalar_t> p(u, dt, A, B, C, D, z, h0);
+    const Problem<scalar_t> p(u, dt, A, B, C, D, z, bias, softplus, h0);
     scalar_t* out_p = out.data_ptr<scalar_t>();
     scalar_t* last_p = last.data_ptr<scalar_t>();
-    at::parallel_for(0, p.batch * p.dim, 1, [&](int64_t begin, int64_t end) {
+    const int64_t tiles = tiles_per_batch(p.dim);
+    at::parallel_for(0, p.batch * tiles, 1, [&](int64_t begin, int64_t end) {
+      Tile<scalar_t> tile(p.len);
       for (int64_t i = begin; i < end; ++i) {
-        scalar_t* h = last_p + i * p.n;  // the state lives in its output slot
-        p.initial_state(i / p.dim, i % p.dim, h);
-        p.forward_row<false>(i / p.dim, i % p.dim, h, out_p + i * p.len, nullptr, nullptr);
-        p.finish_row(i / p.dim, i % p.dim, out_p + i * p.len);
+        const int64_t b = i / tiles, d0 = (i % tiles) * kTile, count = std::min(kTile, p.dim - d0);
+        tile.stage(p, b, d0, count);
+        for (int64_t c = 0; c < count; ++c) {
+          const int64_t row = b * p.dim + d0 + c;
+          scalar_t* h = last_p + row * p.n;  // the state lives in its output slot
+          scalar_t* y = out_p + row * p.len;
+          p.initial_state(b, d0 + c, h);
+          p.forward_row<false>(b, d0 + c, tile.u_row(c), tile.steps_row(c), h, y, nullptr, nullptr);
+          p.finish_row(d0 + c, tile.u_row(c), tile.z_row(c), y);
+        }
       }
     });
   });
@@ -224,7 +361,21 @@ struct Backward {
   const T *dout, *dlast;
   T *du, *ddt, *dz, *dA, *dB, *dC, *dD, *dh0;
 
-  void rows(int64_t b, int64_t d0, int64_t count, T* dB_slice, T* dC_slice, std::vector<T>& work) const {
+  // The length of `work` that rows() needs.
+  static int64_t work_size(int64_t len, int64_t n) { return 2 * len * n + len + 5 * n; }
+
+  void rows(int64_t b, int64_t d0, int64_t count, T* dB_slice, T* dC_slice, std::vector<T>& work,
+            Tile<T>& tile) const {
+    for (int64_t t0 = d0; t0 < d0 + count; t0 += kTile) {
+      const int64_t size = std::min(kTile, d0 + count - t0);
+      tile.stage(p, b, t0, size);
+      for (int64_t c = 0; c < size; ++c) row(b, t0 + c, tile, c, dB_slice, dC_slice, work);
+    }
+  }
+
+  // Row d of batch b, which is row c of the staged tile.
+  void row(int64_t b, int64_t d, const Tile<T>& tile, int64_t c, T* dB_slice, T* dC_slice,
+           std::vector<T>& work) const {
     const int64_t n = p.n, len = p.len, blocks = n - n % kLanes;
     T* H = work.data();
     T* E = H + len * n;
@@ -234,83 +385,88 @@ struct Backward {
     T* gA = lam + n;
     T* gB = gA + n;
     T* gC = gB + n;
-    for (int64_t d = d0; d < d0 + count; ++d) {
-      p.initial_state(b, d, h);
-      p.template forward_row<true>(b, d, h, Y, H, E);
-      p.initial_state(b, d, h);
-      const int64_t r = p.row(b, d), s = (b * p.dim + d) * n;
-      const T* __restrict__ Ad = p.A + d * n;
-      const T* Bp = p.bc(p.B, p.groups_b, b, d);
-      const T* Cp = p.bc(p.C, p.groups_c, b, d);
-      const int64_t sb = p.bc_step(p.groups_b), sc = p.bc_step(p.groups_c);
-      // Fixed B/C gradients sum over time into gB/gC (step 0), time-varying ones go to the slice.
-      const int64_t sdb = p.groups_b ? n : 0, sdc = p.groups_c ? n : 0;
-      T* dBp = p.groups_b ? dB_slice : gB;
-      T* dCp = p.groups_c ? dC_slice : gC;
-      const T Dd = p.D ? p.D[d] : T(0);
-      if (dlast) {
-        std::copy(dlast + s, dlast + s + n, lam);
-      } else {
-        std::fill(lam, lam + n, T(0));
-      }
-      std::fill(gA, gA + n, T(0));
-      std::fill(gB, gB + n, T(0));
-      std::fill(gC, gC + n, T(0));
-      // dL/dy_t (y_t = C_t . h_t) into Y, through the gate and the skip connection; dz on the way.
-      const T* __restrict__ gout = dout + r;
-      if (p.z) {
-        const T* __restrict__ zr = p.z + r;
-        const T* __restrict__ ur = p.u + r;
-        T* __restrict__ dzr = dz + r;
-        for (int64_t t = 0; t < len; ++t) {
-          const T sz = sigmoid(zr[t]);
-          dzr[t] = gout[t] * (Y[t] + Dd * ur[t]) * sz * (T(1) + zr[t] * (T(1) - sz));
-          Y[t] = gout[t] * zr[t] * sz;
-        }
-      } else {
-        std::copy(gout, gout + len, Y);
-      }
-      T gD = 0;
-      for (int64_t t = len - 1; t >= 0; --t) {
-        const T dt = p.dt[r + t];
-        const T ut = p.u[r + t];
-        const T x = dt * ut;
-        const T* __restrict__ Bt = Bp + t * sb;
-        const T* __restrict__ Ct = Cp + t * sc;
-        const T* __restrict__ Ht = H + t * n;
-        const T* __restrict__ Hp = t > 0 ? H + (t - 1) * n : h;  // h holds the initial state
-        const T* __restrict__ Et = E + t * n;
-        T* __restrict__ dBt = dBp + t * sdb;
-        T* __restrict__ dCt = dCp + t * sdc;
-        const T g = Y[t];
-        gD += g * ut;
-        T accx[kLanes] = {}, acca[kLanes] = {};
-        for (int64_t k = 0; k < blocks; k += kLanes)
-          adjoint_lanes<kLanes>(g, x, dt, Ad + k, Bt + k, Ct + k, Ht + k, Hp + k, Et + k, lam + k, gA + k,
-                                dBt + k, dCt + k, accx, acca);
-        for (int64_t k = blocks; k < n; ++k)
-          adjoint_lanes<1>(g, x, dt, Ad + k, Bt + k, Ct + k, Ht + k, Hp + k, Et + k, lam + k, gA + k, dBt + k,
-                           dCt + k, accx, acca);
-        const T gx = lane_sum(accx), ga = lane_sum(acca);
-        du[r + t] = g * Dd + gx * dt;
-        ddt[r + t] = gx * ut + ga;
-      }
-      std::copy(lam, lam + n, dh0 + s);
-      std::copy(gA, gA + n, dA + s);
-      if (!p.groups_b) std::copy(gB, gB + n, dB + s);
-      if (!p.groups_c) std::copy(gC, gC + n, dC + s);
-      dD[b * p.dim + d] = gD;
+    const T* __restrict__ ur = tile.u_row(c);
+    const T* __restrict__ S = tile.steps_row(c);
+    p.initial_state(b, d, h);
+    p.template forward_row<true>(b, d, ur, S, h, Y, H, E);
+    p.initial_state(b, d, h);
+    const int64_t r = p.row(b, d), s = (b * p.dim + d) * n;
+    const T* __restrict__ Ad = p.A + d * n;
+    const T* Bp = p.bc(p.B, b, d);
+    const T* Cp = p.bc(p.C, b, d);
+    // Fixed B/C gradients sum over time into gB/gC (step 0), time-varying ones go to the slice.
+    const int64_t sdb = p.B.groups ? n : 0, sdc = p.C.groups ? n : 0;
+    T* dBp = p.B.groups ? dB_slice : gB;
+    T* dCp = p.C.groups ? dC_slice : gC;
+    const T Dd = p.D ? p.D[d] : T(0);
+    if (dlast) {
+      std::copy(dlast + s, dlast + s + n, lam);
+    } else {
+      std::fill(lam, lam + n, T(0));
     }
+    std::fill(gA, gA + n, T(0));
+    std::fill(gB, gB + n, T(0));
+    std::fill(gC, gC + n, T(0));
+    // dL/dy_t (y_t = C_t . h_t) into Y, through the gate and the skip connection; dz on the way.
+    const T* __restrict__ gout = dout + r;
+    if (p.z) {
+      const T* __restrict__ zr = tile.z_row(c);
+      T* __restrict__ dzr = dz + r;
+      for (int64_t t = 0; t < len; ++t) {
+        const T sz = sigmoid(zr[t]);
+        dzr[t] = gout[t] * (Y[t] + Dd * ur[t]) * sz * (T(1) + zr[t] * (T(1) - sz));
+        Y[t] = gout[t] * zr[t] * sz;
+      }
+    } else {
+      std::copy(gout, gout + len, Y);
+    }
+    T gD = 0;
+    for (int64_t t = len - 1; t >= 0; --t) {
+      const T dt = S[t];
+      const T ut = ur[t];
+      const T x = dt * ut;
+      const T* __restrict__ Bt = Bp + t * p.B.step;
+      const T* __restrict__ Ct = Cp + t * p.C.step;
+      const T* __restrict__ Ht = H + t * n;
+      const T* __restrict__ Hp = t > 0 ? H + (t - 1) * n : h;  // h holds the initial state
+      const T* __restrict__ Et = E + t * n;
+      T* __restrict__ dBt = dBp + t * sdb;
+      T* __restrict__ dCt = dCp + t * sdc;
+      const T g = Y[t];
+      gD += g * ut;
+      T accx[kLanes] = {}, acca[kLanes] = {};
+      for (int64_t k = 0; k < blocks; k += kLanes)
+        adjoint_lanes<kLanes>(g, x, dt, Ad + k, Bt + k, Ct + k, Ht + k, Hp + k, Et + k, lam + k, gA + k,
+                              dBt + k, dCt + k, accx, acca);
+      for (int64_t k = blocks; k < n; ++k)
+        adjoint_lanes<1>(g, x, dt, Ad + k, Bt + k, Ct + k, Ht + k, Hp + k, Et + k, lam + k, gA + k, dBt + k,
+                         dCt + k, accx, acca);
+      const T gx = lane_sum(accx), ga = lane_sum(acca);
+      du[r + t] = g * Dd + gx * dt;
+      ddt[r + t] = gx * ut + ga;
+    }
+    // Through the softplus to the raw delta: d softplus(x) / dx = sigmoid(x).
+    if (p.use_softplus) {
+      const T* __restrict__ x = tile.raw_row(c);
+      T* __restrict__ g = ddt + r;
+      for (int64_t t = 0; t < len; ++t) g[t] *= sigmoid(x[t]);
+    }
+    std::copy(lam, lam + n, dh0 + s);
+    std::copy(gA, gA + n, dA + s);
+    if (!p.B.groups) std::copy(gB, gB + n, dB + s);
+    if (!p.C.groups) std::copy(gC, gC + n, dC + s);
+    dD[b * p.dim + d] = gD;
   }
 };
 
-// Gradients of every input. Per-batch partial sums come back for the caller to reduce: dA
+// Gradients of every input (ddt of the raw delta; the caller sums it into delta_bias's).
+// Per-batch partial sums come back for the caller to reduce: dA
 // (batch, d, n), dD (batch, d), fixed dB/dC (batch, d, n); time-varying dB/dC as
 // (batch, parts, L, n) where part i holds the rows [i * d / parts, (i + 1) * d / parts), and
 // ``parts`` is chosen by the caller so that every part lies inside one group of B and of C.
 std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& B,
-                                  const Tensor& C, const OptTensor& D, const OptTensor& z,
-                                  const OptTensor& h0,
+                                  const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& bias,
+                                  bool softplus, const OptTensor& h0,
                                   const Tensor& dout, const OptTensor& dlast, int64_t parts) {
   const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), n = A.size(1);
   TORCH_CHECK(parts >= 1 && dim % parts == 0, "parts must divide d");
@@ -323,8 +479,9 @@ std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& dt, const Tenso
     return M.dim() == 2 ? torch::empty({batch, dim, n}, opts) : torch::zeros({batch, parts, len, n}, opts);
   };
   Tensor dB = grad_bc(B), dC = grad_bc(C);
+  check_layouts(A, B, C, D, bias, h0);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_backward", [&] {
-    const Problem<scalar_t> p(u, dt, A, B, C, D, z, h0);
+    const Problem<scalar_t> p(u, dt, A, B, C, D, z, bias, softplus, h0);
     const Backward<scalar_t> bw{p,
                                 dout.data_ptr<scalar_t>(),
                                 dlast ? dlast->data_ptr<scalar_t>() : nullptr,
@@ -338,12 +495,13 @@ std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& dt, const Tenso
                                 dh0.data_ptr<scalar_t>()};
     const int64_t rows = dim / parts;
     at::parallel_for(0, batch * parts, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> work(2 * len * n + len + 5 * n);
+      std::vector<scalar_t> work(Backward<scalar_t>::work_size(len, n));
+      Tile<scalar_t> tile(len);
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / parts, part = i % parts;
         const int64_t slice = i * len * n;
         bw.rows(b, part * rows, rows, B.dim() == 2 ? nullptr : bw.dB + slice,
-                C.dim() == 2 ? nullptr : bw.dC + slice, work);
+                C.dim() == 2 ? nullptr : bw.dC + slice, work, tile);
       }
     });
   });
