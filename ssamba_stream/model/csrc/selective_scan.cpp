@@ -203,13 +203,18 @@ struct Problem {
     return M.data + b * M.sb + (d / (dim / M.groups)) * M.sg;
   }
 
-  // Rows [d0, d0 + count) of batch b of src into dst (count, L), contiguous in time: one pass over
-  // time that reads a time step's channels together.
+  // Rows [d0, d0 + count) of batch b of src into dst (count, L), contiguous in time: a blocked
+  // transpose, kTile time steps at a time, whose source lines stay in L1 while each row's run of
+  // kTile steps is written contiguously.
   void gather(const Rows<T>& src, int64_t b, int64_t d0, int64_t count, T* __restrict__ dst) const {
     const T* base = src.row(b, d0);
-    for (int64_t t = 0; t < len; ++t) {
-      const T* __restrict__ at_t = base + t * src.step;
-      for (int64_t c = 0; c < count; ++c) dst[c * len + t] = at_t[c * src.sd];
+    for (int64_t t0 = 0; t0 < len; t0 += kTile) {
+      const int64_t t1 = std::min(len, t0 + kTile);
+      for (int64_t c = 0; c < count; ++c) {
+        const T* __restrict__ from = base + c * src.sd;
+        T* __restrict__ to = dst + c * len;
+        for (int64_t t = t0; t < t1; ++t) to[t] = from[t * src.step];
+      }
     }
   }
 
