@@ -8,14 +8,15 @@
 //
 // Layouts (one dtype, float or double): u, dt, z (batch, d, L) with any strides, so that the
 // channels-last (batch, L, d) tensors of a Mamba layer come in as the views they are, without a
-// transposing copy: a thread stages a tile of kTile rows at a time into contiguous buffers, reading
-// each time step's kTile channels together (one cache line; reading one row's strided time steps
-// instead costs a TLB miss every step or two and is slower than torch's copy); B and C either fixed (d, n) or time-major (batch, groups, L, n) with any
-// batch, group and time strides and contiguous n; the rest contiguous: out and the gradients
-// (batch, d, L), A (d, n), D (d), delta_bias (d), states (batch, d, n). The step size is
-// softplus(delta + delta_bias), computed per row into a small buffer by a pass that vectorises (a
-// libm call per time step inside the scan would cost more than the step's state update); the
-// backward returns the gradient of the raw delta, so no step-size tensor is ever allocated.
+// transposing copy: a thread stages a tile of kTile rows at a time into contiguous buffers by a
+// blocked transpose (reading one row's strided time steps instead costs a TLB miss every step or
+// two and is slower than torch's copy). B and C are either fixed (d, n) or time-major
+// (batch, groups, L, n) with any batch, group and time strides and contiguous n; the rest is
+// contiguous: out and the gradients (batch, d, L), A (d, n), D (d), delta_bias (d), states
+// (batch, d, n). The step size is softplus(delta + delta_bias), computed per tile into the staging
+// buffer by a pass that vectorises (a libm call per time step inside the scan would cost more than
+// the step's state update); the backward returns the gradient of the raw delta, so no step-size
+// tensor is ever allocated.
 
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -371,10 +372,10 @@ struct Backward {
 
   void rows(int64_t b, int64_t d0, int64_t count, T* dB_slice, T* dC_slice, std::vector<T>& work,
             Tile<T>& tile) const {
-    for (int64_t t0 = d0; t0 < d0 + count; t0 += kTile) {
-      const int64_t size = std::min(kTile, d0 + count - t0);
-      tile.stage(p, b, t0, size);
-      for (int64_t c = 0; c < size; ++c) row(b, t0 + c, tile, c, dB_slice, dC_slice, work);
+    for (int64_t first = d0; first < d0 + count; first += kTile) {
+      const int64_t size = std::min(kTile, d0 + count - first);
+      tile.stage(p, b, first, size);
+      for (int64_t c = 0; c < size; ++c) row(b, first + c, tile, c, dB_slice, dC_slice, work);
     }
   }
 
