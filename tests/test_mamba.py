@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssamba_stream.model import mamba as mamba_module
 from ssamba_stream.model.mamba import Mamba
 from ssamba_stream.model.scan_mode import ScanMode
 
@@ -139,6 +140,25 @@ def test_forward_chunk_equals_offline(block, chunk):
         out, state = mixer.forward_chunk(piece, state, mode)
         outputs.append(out)
     assert torch.allclose(torch.cat(outputs, dim=1), mixer(x, mode), atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [17, 41, 64])
+@pytest.mark.parametrize("scan", ["native", "chunked"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_offline_inference_in_time_chunks_equals_whole_input(monkeypatch, length, scan, bidirectional):
+    """Long CPU inference runs a layer chunk by chunk in both directions: the output must not change."""
+    monkeypatch.setattr(mamba_module, "TIME_CHUNK", 8)
+    mixer = _mixer(bidirectional=bidirectional)
+    mode = ScanMode(scan=scan)
+    x = torch.randn(2, length, 16)
+    whole = mixer(x, mode)  # gradients enabled: the whole-input path
+    with torch.no_grad():
+        assert mixer._runs_in_time_chunks(x, mode)
+        chunked = mixer(x, mode)
+    assert not mixer._runs_in_time_chunks(x, mode)
+    assert torch.allclose(chunked, whole, atol=1e-5)
+    with torch.no_grad():
+        assert not mixer._runs_in_time_chunks(x, ScanMode(4, scan=scan))  # blocks: the streaming path
 
 
 def test_one_mixer_serves_several_block_sizes_at_once():

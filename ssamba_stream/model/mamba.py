@@ -25,6 +25,11 @@ from torch import Tensor, nn
 from .block_scan import block_scan, softplus
 from .scan_mode import OFFLINE, ScanMode
 
+# Offline CPU inference runs long inputs through a layer this many tokens at a time
+# (Mamba._forward_in_time_chunks), with the scans that carry a state from one call to the next.
+TIME_CHUNK = 512
+STATEFUL_CPU_SCANS = ("auto", "native", "chunked", "ref")
+
 
 class MixerState(NamedTuple):
     """Carried state of one mixer's forward direction.
@@ -207,6 +212,8 @@ class Mamba(nn.Module):
 
     def forward(self, hidden: Tensor, mode: ScanMode = OFFLINE) -> Tensor:
         """Forward over a whole sequence: (batch, L, d_model) -> (batch, L, d_model)."""
+        if self._runs_in_time_chunks(hidden, mode):
+            return self._forward_in_time_chunks(hidden, mode)
         x, z = self._split(hidden)
         y_fwd, _ = self._scan("", x, z, mode)
         y_bwd = None
@@ -217,6 +224,46 @@ class Mamba(nn.Module):
             else:
                 y_bwd = self._backward_blocks(x, z, mode)
         return self._combine(y_fwd, y_bwd)
+
+    def _runs_in_time_chunks(self, hidden: Tensor, mode: ScanMode) -> bool:
+        """Offline CPU inference longer than two chunks, with a scan that takes an initial state."""
+        return (
+            mode.block is None
+            and mode.scan in STATEFUL_CPU_SCANS
+            and not torch.is_grad_enabled()
+            and hidden.device.type == "cpu"
+            and hidden.shape[1] > 2 * TIME_CHUNK
+            and not torch.jit.is_tracing()
+        )
+
+    def _forward_in_time_chunks(self, hidden: Tensor, mode: ScanMode) -> Tensor:
+        """``forward`` over TIME_CHUNK tokens at a time: the same result, with the layer's temporaries
+        (conv output, step sizes, flips, scan outputs) sized to a chunk instead of the input.
+
+        The forward direction carries its conv and scan state from chunk to chunk; the backward one
+        runs the chunks from the end, each time-flipped, carrying its state the other way (its conv
+        history is then the start of the chunk after, flipped). At 8192 tokens that leaves the
+        in_proj output and one (batch, L, d_inner) sum as the only full-length tensors.
+        """
+        x, z = self._split(hidden)
+        length = x.shape[-1]
+        starts = range(0, length, TIME_CHUNK)
+        merged = x.new_empty(x.shape[0], length, self.d_inner)  # channels-last: out_proj reads it as is
+        state: MixerState | None = None
+        for start in starts:
+            part = slice(start, start + TIME_CHUNK)
+            carried = (None, None) if state is None else state
+            y, state = self._scan("", x[..., part], z[..., part], mode, *carried, return_state=True)
+            merged[:, part] = y.transpose(1, 2)
+        if self.bidirectional:
+            state = None
+            for start in reversed(starts):
+                part = slice(start, start + TIME_CHUNK)
+                carried = (None, None) if state is None else state
+                x_part, z_part = x[..., part].flip(-1), z[..., part].flip(-1)
+                y, state = self._scan("_b", x_part, z_part, mode, *carried, return_state=True)
+                merged[:, part] = self._merge_directions(merged[:, part], y.flip(-1).transpose(1, 2))
+        return self.out_proj(merged)
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         """The state a stream carries, per batch row, by step-graph name (``MixerState``'s field order)."""
