@@ -161,6 +161,23 @@ def test_offline_inference_in_time_chunks_equals_whole_input(monkeypatch, length
         assert not mixer._runs_in_time_chunks(x, ScanMode(4, scan=scan))  # blocks: the streaming path
 
 
+@pytest.mark.parametrize("time_chunk", [8, 10**9])
+def test_reversed_time_equals_flipping_around_the_layer(monkeypatch, time_chunk):
+    """SSAMBA's second layer of a pair sees the time-reversed input: swapping the directions' roles
+    must give exactly that, in whole-input and chunked inference alike."""
+    monkeypatch.setattr(mamba_module, "TIME_CHUNK", time_chunk)
+    mixer = _mixer()
+    x = torch.randn(2, 37, 16)
+    with torch.no_grad():
+        flipped = mixer(x.flip(1)).flip(1)
+        assert torch.allclose(mixer(x, reversed_time=True), flipped, atol=1e-5)
+        assert not torch.allclose(mixer(x), flipped, atol=1e-3)
+    with pytest.raises(ValueError, match="reversed_time"):
+        mixer(x, ScanMode(4), reversed_time=True)
+    with pytest.raises(ValueError, match="reversed_time"):
+        _mixer(bidirectional=False)(x, reversed_time=True)
+
+
 def test_one_mixer_serves_several_block_sizes_at_once():
     """The block size is the call's: calls at other sizes in between change nothing."""
     mixer = _mixer()

@@ -7,7 +7,7 @@ import torch
 
 from ssamba_stream.model.base import resize_pos_embed
 from ssamba_stream.model.registry import CONFIGS, build_config, build_model
-from ssamba_stream.model.scan_mode import ScanMode
+from ssamba_stream.model.scan_mode import OFFLINE, ScanMode
 from ssamba_stream.model.ssamba import SSAMBA, SSAMBAConfig
 
 # Backbone (layers + norm_f + patch_embed + cls_token; no pos_embed, no heads), counted from the
@@ -169,6 +169,21 @@ def test_paired_layers_see_both_orders():
     assert (model.forward_features(changed)[:, 0] - base[:, 0]).abs().max() > 1e-4
     solo = build_model("ssamba-kws", depth=2, pair_layers=False, backward_block=1, num_classes=2).eval()
     assert torch.equal(solo.forward_features(changed)[:, 0], solo.forward_features(fbank)[:, 0])
+
+
+def test_paired_layers_equal_the_official_flips():
+    """The second layer of a pair runs on flip(x) in the official code; ours swaps its directions."""
+    torch.manual_seed(0)
+    model = build_model("ssamba-tiny", depth=4, num_classes=2).eval()
+    hidden = torch.randn(2, 40, model.config.embed_dim)
+    with torch.no_grad():
+        h, residual = hidden, None
+        for first, second in zip(model.v.layers[::2], model.v.layers[1::2], strict=True):
+            h_f, r_f = first(h, residual, OFFLINE)
+            h_b, r_b = second(h.flip(1), None if residual is None else residual.flip(1), OFFLINE)
+            h, residual = h_f + h_b.flip(1), r_f + r_b.flip(1)
+        official = model._final_norm(h, residual)
+        assert torch.allclose(model._run_layers(hidden, OFFLINE), official, atol=1e-5)
 
 
 @pytest.mark.parametrize("block,chunk_tokens", [(8, 8), (8, 24), (4, 4), (2, 10)])

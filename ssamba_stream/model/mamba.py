@@ -210,16 +210,27 @@ class Mamba(nn.Module):
         xz = self.in_proj(hidden).transpose(1, 2)  # (batch, 2*d_inner, L)
         return torch.split(xz, [self.d_inner, self.d_inner], dim=1)  # constant sizes: one graph node
 
-    def forward(self, hidden: Tensor, mode: ScanMode = OFFLINE) -> Tensor:
-        """Forward over a whole sequence: (batch, L, d_model) -> (batch, L, d_model)."""
+    def forward(self, hidden: Tensor, mode: ScanMode = OFFLINE, reversed_time: bool = False) -> Tensor:
+        """Forward over a whole sequence: (batch, L, d_model) -> (batch, L, d_model).
+
+        ``reversed_time``: ``forward(hidden.flip(1)).flip(1)`` without the flips, for SSAMBA's layer
+        pairs (the second runs on the time-reversed input): reversing time swaps which parameters
+        scan forward and which backward, so only an offline bidirectional layer can do it this way.
+        """
+        if reversed_time and (not self.bidirectional or mode.block is not None):
+            raise ValueError(
+                "reversed_time needs a bidirectional layer with a whole-input backward (block None)"
+            )
+        directions = ("_b", "") if reversed_time else ("", "_b")
         if self._runs_in_time_chunks(hidden, mode):
-            return self._forward_in_time_chunks(hidden, mode)
+            return self._forward_in_time_chunks(hidden, mode, *directions)
+        forward_params, backward_params = directions
         x, z = self._split(hidden)
-        y_fwd, _ = self._scan("", x, z, mode)
+        y_fwd, _ = self._scan(forward_params, x, z, mode)
         y_bwd = None
         if self.bidirectional:
             if mode.block is None:
-                y_bwd, _ = self._scan("_b", x.flip(-1), z.flip(-1), mode)
+                y_bwd, _ = self._scan(backward_params, x.flip(-1), z.flip(-1), mode)
                 y_bwd = y_bwd.flip(-1)
             else:
                 y_bwd = self._backward_blocks(x, z, mode)
@@ -236,7 +247,9 @@ class Mamba(nn.Module):
             and not torch.jit.is_tracing()
         )
 
-    def _forward_in_time_chunks(self, hidden: Tensor, mode: ScanMode) -> Tensor:
+    def _forward_in_time_chunks(
+        self, hidden: Tensor, mode: ScanMode, forward_params: str, backward_params: str
+    ) -> Tensor:
         """``forward`` over TIME_CHUNK tokens at a time: the same result, with the layer's temporaries
         (conv output, step sizes, flips, scan outputs) sized to a chunk instead of the input.
 
@@ -253,7 +266,9 @@ class Mamba(nn.Module):
         for start in starts:
             part = slice(start, start + TIME_CHUNK)
             carried = (None, None) if state is None else state
-            y, state = self._scan("", x[..., part], z[..., part], mode, *carried, return_state=True)
+            y, state = self._scan(
+                forward_params, x[..., part], z[..., part], mode, *carried, return_state=True
+            )
             merged[:, part] = y.transpose(1, 2)
         if self.bidirectional:
             state = None
@@ -261,7 +276,7 @@ class Mamba(nn.Module):
                 part = slice(start, start + TIME_CHUNK)
                 carried = (None, None) if state is None else state
                 x_part, z_part = x[..., part].flip(-1), z[..., part].flip(-1)
-                y, state = self._scan("_b", x_part, z_part, mode, *carried, return_state=True)
+                y, state = self._scan(backward_params, x_part, z_part, mode, *carried, return_state=True)
                 merged[:, part] = self._merge_directions(merged[:, part], y.flip(-1).transpose(1, 2))
         return self.out_proj(merged)
 

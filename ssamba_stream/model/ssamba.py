@@ -77,9 +77,11 @@ class Block(nn.Module):
         residual = hidden if residual is None else residual + self.drop_path(hidden)
         return self.norm(residual), residual
 
-    def forward(self, hidden: Tensor, residual: Tensor | None, mode: ScanMode) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, hidden: Tensor, residual: Tensor | None, mode: ScanMode, reversed_time: bool = False
+    ) -> tuple[Tensor, Tensor]:
         normed, residual = self._add_norm(hidden, residual)
-        return self.mixer(normed, mode), residual
+        return self.mixer(normed, mode, reversed_time), residual
 
     def forward_chunk(
         self, hidden: Tensor, residual: Tensor | None, state: MixerState, mode: ScanMode
@@ -138,10 +140,18 @@ class SSAMBA(SpectrogramModel):
             for layer in layers:
                 hidden, residual = layer(hidden, residual, mode)
         else:
+            # The second of a pair runs on the time-reversed input; a bidirectional layer over the
+            # whole input does that without flipping (Mamba.forward's reversed_time).
+            unflipped = self.config.bidirectional and mode.block is None
             for i in range(0, len(layers), 2):
                 h_f, r_f = layers[i](hidden, residual, mode)
-                h_b, r_b = layers[i + 1](hidden.flip(1), None if residual is None else residual.flip(1), mode)
-                hidden, residual = h_f + h_b.flip(1), r_f + r_b.flip(1)
+                if unflipped:
+                    h_b, r_b = layers[i + 1](hidden, residual, mode, reversed_time=True)
+                else:
+                    flipped = None if residual is None else residual.flip(1)
+                    h_b, r_b = layers[i + 1](hidden.flip(1), flipped, mode)
+                    h_b, r_b = h_b.flip(1), r_b.flip(1)
+                hidden, residual = h_f + h_b, r_f + r_b
         return self._final_norm(hidden, residual)
 
     def _final_norm(self, hidden: Tensor, residual: Tensor) -> Tensor:
