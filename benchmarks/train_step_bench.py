@@ -35,12 +35,6 @@ RECIPE = (
 SAMPLE_RATE = 16000
 
 
-def set_scan(model: torch.nn.Module, impl: str) -> None:
-    for module in model.modules():
-        if hasattr(module, "scan_impl"):
-            module.scan_impl = impl
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", type=Path, default=RECIPE)
@@ -71,9 +65,9 @@ def main() -> None:
     blocks = samples // step
     targets = torch.randint(0, model.config.num_classes, (rows, blocks))
 
-    def train_step() -> float:
+    def train_step(scan: str) -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = objective(fbank, targets, block)["loss"]
+        loss = objective(fbank, targets, block, scan)["loss"]
         loss.backward()
         optimizer.step()
         return loss.item()
@@ -86,9 +80,8 @@ def main() -> None:
     times: dict[str, list[float]] = {"chunked": [], "native": []}
     for i in range(args.warmup + args.repeats):
         for impl in times:
-            set_scan(model, impl)
             start = time.perf_counter()
-            train_step()
+            train_step(impl)
             if i >= args.warmup:
                 times[impl].append(time.perf_counter() - start)
     median = {impl: statistics.median(v) for impl, v in times.items()}

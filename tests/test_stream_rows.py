@@ -123,6 +123,10 @@ def test_continuous_objective_scores_the_head_the_stream_runs(block):
     expected = torch.nn.functional.cross_entropy(deployed.reshape(-1, 4)[scored], targets[scored])
     assert torch.allclose(out["loss"], expected, atol=1e-5)
     assert out["count"] == scored.sum() and {YES, NO, UNKNOWN, SILENCE} <= set(targets.tolist())
+    # The scan form is the call's (benchmarks/train_step_bench.py compares them): same loss, named forms only.
+    assert torch.allclose(task.objective(**inputs, scan="ref")["loss"], out["loss"], atol=1e-5)
+    with pytest.raises(ValueError, match="unknown scan form"):
+        task.objective(**inputs, scan="no-such-scan")
 
 
 def test_continuous_training_lowers_the_per_block_loss():

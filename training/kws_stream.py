@@ -73,8 +73,8 @@ class ContinuousObjective(nn.Module):
         self.model = model
         self.deploy_block = model.config.backward_block
 
-    def forward(self, fbank: Tensor, targets: Tensor, block: int) -> dict[str, Tensor]:
-        hidden = self.model.forward_features(fbank, mode=self.model.scan_mode(block))
+    def forward(self, fbank: Tensor, targets: Tensor, block: int, scan: str = "auto") -> dict[str, Tensor]:
+        hidden = self.model.forward_features(fbank, mode=self.model.scan_mode(block, scan))
         logits = self.model.classify(head_inputs(self.model, hidden, block)).float()
         logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
         scored = targets != IGNORE
