@@ -15,14 +15,16 @@ mixer declares the state it carries (``state_shapes``), so a step graph needs no
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .block_scan import block_scan, softplus
+from .native_scan import native_scan_available, selective_scan_native
 from .scan_mode import OFFLINE, ScanMode
 
 # Offline CPU inference runs long inputs through a layer this many tokens at a time
@@ -130,10 +132,6 @@ class Mamba(nn.Module):
         positions that do not exist (their conv input is zero and they leave the scan state untouched).
         """
         conv: nn.Conv1d = getattr(self, f"conv1d{suffix}")
-        x_proj: nn.Linear = getattr(self, f"x_proj{suffix}")
-        dt_proj: nn.Linear = getattr(self, f"dt_proj{suffix}")
-        A_log: Tensor = self.A_log if not suffix else self.A_b_log
-        D: Tensor = getattr(self, f"D{suffix}")
         if conv_state is None:
             x_padded = F.pad(x, (self.d_conv - 1, 0))
         else:
@@ -141,13 +139,35 @@ class Mamba(nn.Module):
         u = F.silu(F.conv1d(x_padded, conv.weight, conv.bias, groups=self.d_inner))
         if valid is not None:
             u = u * valid.to(u.dtype)
+        result = self._selective_scan(suffix, u, z, mode.scan_fn, ssm_state, return_state)
+        if not return_state:
+            return result, None
+        y, last = result
+        new_conv = x_padded[..., -(self.d_conv - 1) :]
+        return y, MixerState(new_conv, last)
+
+    def _selective_scan(
+        self,
+        suffix: str,
+        u: Tensor,
+        z: Tensor,
+        scan_fn: Callable[..., Any],
+        ssm_state: Tensor | None = None,
+        return_state: bool = False,
+    ) -> Any:
+        """The direction's projections of the conv output u (batch, d_inner, L) and its selective
+        scan (``scan_fn``, selective_scan's contract): y, or (y, last state) with ``return_state``."""
+        x_proj: nn.Linear = getattr(self, f"x_proj{suffix}")
+        dt_proj: nn.Linear = getattr(self, f"dt_proj{suffix}")
+        A_log: Tensor = self.A_log if not suffix else self.A_b_log
+        D: Tensor = getattr(self, f"D{suffix}")
         x_dbl = x_proj(u.transpose(1, 2))  # (batch, L, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         # delta stays a channels-last view (the projection writes (batch, L, d_inner) twice as fast
         # as (batch, d_inner, L)); the bias goes to the scan
         delta = (dt @ dt_proj.weight.t()).transpose(1, 2)
         A = -torch.exp(A_log.float())
-        result = mode.scan_fn(
+        return scan_fn(
             u,
             delta,
             A,
@@ -160,14 +180,11 @@ class Mamba(nn.Module):
             initial_state=ssm_state,
             return_last_state=return_state,
         )
-        if not return_state:
-            return result, None
-        y, last = result
-        new_conv = x_padded[..., -(self.d_conv - 1) :]
-        return y, MixerState(new_conv, last)
 
     def _backward_blocks(self, x: Tensor, z: Tensor, mode: ScanMode) -> Tensor:
         """Backward direction restricted to blocks of B tokens (+ R look-ahead), each from zero state."""
+        if self._blocks_in_time_order(x, mode):
+            return self._backward_blocks_in_time_order(x, z, mode.block)
         block, ahead = mode.block, mode.lookahead
         batch, d_inner, length = x.shape
         n_blocks = (length + block - 1) // block  # not -(-a // b): ONNX integer Div truncates
@@ -194,6 +211,39 @@ class Mamba(nn.Module):
         # -1, not the batch size, in reshapes: a traced batch size costs shape arithmetic in the graph
         y = y.flip(-1)[..., :block].reshape(-1, n_blocks, d_inner, block)
         return y.permute(0, 2, 1, 3).reshape(-1, d_inner, n_blocks * block)[..., :length]
+
+    @staticmethod
+    def _blocks_in_time_order(x: Tensor, mode: ScanMode) -> bool:
+        """Whether the native kernel scans the blocks where they lie (CPU, no look-ahead, eager)."""
+        return (
+            mode.lookahead == 0
+            and mode.scan in ("auto", "native")
+            and x.device.type == "cpu"
+            and not torch.jit.is_tracing()
+            and native_scan_available()
+        )
+
+    def _backward_blocks_in_time_order(self, x: Tensor, z: Tensor, block: int) -> Tensor:
+        """``_backward_blocks`` without cutting windows out: the conv looks ahead inside each block
+        and the native kernel runs each block backward in place, so a training step's backward
+        direction works on whole rows instead of (batch * blocks) rows of ``block`` tokens."""
+        u = F.silu(self._conv_ahead_within_blocks(x, block))
+        return self._selective_scan("_b", u, z, partial(selective_scan_native, reversed_blocks=block))
+
+    def _conv_ahead_within_blocks(self, x: Tensor, block: int) -> Tensor:
+        """conv1d_b over each time-flipped block, in time order: at token t, the taps see tokens
+        t .. t + d_conv - 1 of t's own block (zeros past its end), as the flipped window's causal
+        conv does. Each block is followed by d_conv - 1 zeros and one long convolution runs over them."""
+        batch, d_inner, length = x.shape
+        n_blocks, ahead = (length + block - 1) // block, self.d_conv - 1
+        spaced = F.pad(
+            F.pad(x, (0, n_blocks * block - length)).view(batch, d_inner, n_blocks, block), (0, ahead)
+        )
+        conv = F.conv1d(
+            spaced.view(batch, d_inner, -1), self.conv1d_b.weight.flip(-1), self.conv1d_b.bias, groups=d_inner
+        )
+        conv = F.pad(conv, (0, ahead)).view(batch, d_inner, n_blocks, block + ahead)[..., :block]
+        return conv.reshape(batch, d_inner, n_blocks * block)[..., :length]
 
     def _merge_directions(self, y_fwd: Tensor, y_bwd: Tensor | None) -> Tensor:
         """Sum of the directions' outputs (halved with ``divide_out``), in whatever layout they come."""

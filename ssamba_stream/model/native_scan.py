@@ -167,10 +167,11 @@ class _NativeScan(torch.autograd.Function):
         bias: Tensor | None,
         softplus: bool,
         h0: Tensor | None,
+        block: int,
     ) -> tuple[Tensor, Tensor]:
-        out, last = _extension().forward(u, dt, A, B, C, D, z, bias, softplus, h0)
+        out, last = _extension().forward(u, dt, A, B, C, D, z, bias, softplus, h0, block)
         ctx.save_for_backward(u, dt, A, B, C, D, z, bias, h0)
-        ctx.softplus = softplus
+        ctx.softplus, ctx.block = softplus, block
         return out, last
 
     @staticmethod
@@ -180,9 +181,8 @@ class _NativeScan(torch.autograd.Function):
         batch, dim, length = u.shape
         per_part = math.gcd(*(dim // M.shape[1] for M in (B, C) if M.dim() == 4), dim)
         parts = _parts(batch, dim, per_part)
-        grads = _extension().backward(
-            u, dt, A, B, C, D, z, bias, ctx.softplus, h0, dout.contiguous(), dlast.contiguous(), parts
-        )
+        inputs = (u, dt, A, B, C, D, z, bias, ctx.softplus, h0, ctx.block)
+        grads = _extension().backward(*inputs, dout.contiguous(), dlast.contiguous(), parts)
         du, ddt, dA, dB, dC, dD, dz, dh0 = grads
 
         def bc_grad(g: Tensor, M: Tensor) -> Tensor:
@@ -201,6 +201,7 @@ class _NativeScan(torch.autograd.Function):
             None if bias is None else ddt.sum((0, 2)),
             None,
             None if h0 is None else dh0,
+            None,
         )
 
 
@@ -228,13 +229,26 @@ def selective_scan_native(
     delta_softplus: bool = False,
     initial_state: Tensor | None = None,
     return_last_state: bool = False,
+    reversed_blocks: int | None = None,
 ) -> ScanResult:
     """Selective scan through the native CPU kernel (the chunked torch scan, after one warning,
-    where the kernel cannot be built). CPU tensors only."""
+    where the kernel cannot be built). CPU tensors only.
+
+    ``reversed_blocks=K``: time splits into blocks of K steps, each scanned from its last step to
+    its first from zero state (a streaming layer's block-local backward direction, in time order;
+    the last state is then the one after the last block's first step). Native only: ``ValueError``
+    where the kernel is not available, since the other forms would need the blocks cut out.
+    """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
     if u.device.type != "cpu":
         raise RuntimeError(f"the native selective scan runs on CPU tensors, got {u.device}; use impl='auto'")
+    if reversed_blocks is not None and (reversed_blocks < 1 or initial_state is not None):
+        raise ValueError(
+            "reversed_blocks needs a positive block size and no initial state (blocks start from zero)"
+        )
     if not native_scan_available():
+        if reversed_blocks is not None:
+            raise ValueError("reversed_blocks needs the native kernel, which is not available here")
         args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
         return selective_scan_chunked(*args, return_last_state)
     dtype_in, dtype = u.dtype, _compute_dtype(u)
@@ -254,6 +268,7 @@ def selective_scan_native(
         prep(delta_bias),
         delta_softplus,
         prep(initial_state),
+        reversed_blocks or 0,
     )
     out = out.to(dtype_in)
     return (out, last) if return_last_state else out

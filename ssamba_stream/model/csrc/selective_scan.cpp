@@ -17,6 +17,12 @@
 // buffer by a pass that vectorises (a libm call per time step inside the scan would cost more than
 // the step's state update); the backward returns the gradient of the raw delta, so no step-size
 // tensor is ever allocated.
+//
+// Blocks (`block` > 0): time splits into blocks of that many steps, and each block runs from its
+// last step to its first, from zero state. That is the block-local backward direction of a
+// streaming SSAMBA layer computed in place, on whole rows in time order: no windows cut out,
+// flipped and stacked into short rows, whose per-row overheads and per-row gradient partials
+// (d_state values per block per channel) would cost more than the scan.
 
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -177,9 +183,11 @@ struct Problem {
   bool use_softplus;
   Projection<T> B, C;
   int64_t batch, dim, len, n;
+  int64_t block;  // 0: one scan over the whole row
 
   Problem(const Tensor& u_, const Tensor& dt_, const Tensor& A_, const Tensor& B_, const Tensor& C_,
-          const OptTensor& D_, const OptTensor& z_, const OptTensor& bias_, bool softplus_, const OptTensor& h0_)
+          const OptTensor& D_, const OptTensor& z_, const OptTensor& bias_, bool softplus_, const OptTensor& h0_,
+          int64_t block_)
       : u(u_),
         dt(dt_),
         z(z_ ? Rows<T>(*z_) : Rows<T>()),
@@ -193,7 +201,35 @@ struct Problem {
         batch(u_.size(0)),
         dim(u_.size(1)),
         len(u_.size(2)),
-        n(A_.size(1)) {}
+        n(A_.size(1)),
+        block(block_) {}
+
+  // f(t, first) for a row's time steps in scan order; `first` where the state starts afresh before
+  // step t (the initial state, or zero at a block's start).
+  template <typename F>
+  void in_scan_order(F&& f) const {
+    if (!block) {
+      for (int64_t t = 0; t < len; ++t) f(t, t == 0);
+      return;
+    }
+    for (int64_t start = 0; start < len; start += block) {
+      const int64_t last = std::min(len, start + block) - 1;
+      for (int64_t t = last; t >= start; --t) f(t, t == last);
+    }
+  }
+
+  // The same steps, last first: the adjoint's order.
+  template <typename F>
+  void in_reverse_scan_order(F&& f) const {
+    if (!block) {
+      for (int64_t t = len - 1; t >= 0; --t) f(t, t == 0);
+      return;
+    }
+    for (int64_t start = (len - 1) / block * block; start >= 0; start -= block) {
+      const int64_t last = std::min(len, start + block) - 1;
+      for (int64_t t = start; t <= last; ++t) f(t, t == last);
+    }
+  }
 
   // Row (b, d)'s slot in the contiguous (batch, d, L) outputs.
   int64_t row(int64_t b, int64_t d) const { return (b * dim + d) * len; }
@@ -221,28 +257,31 @@ struct Problem {
 
   // Row d forward from state h (in: the initial state, out: the last one), from its contiguous
   // u and step-size rows: y_t = C_t . h_t into Y (L); with Save, every state h_t and decay
-  // exp(dt_t A) into H and E (L * n each).
+  // exp(dt_t A) into H and E (L * n each, in scan order).
   template <bool Save>
   void forward_row(int64_t b, int64_t d, const T* __restrict__ ur, const T* __restrict__ dtr, T* __restrict__ h,
                    T* __restrict__ Y, T* __restrict__ H, T* __restrict__ E) const {
     const T* __restrict__ Ad = A + d * n;
     const T* Bp = bc(B, b, d);
     const T* Cp = bc(C, b, d);
-    const int64_t blocks = n - n % kLanes;
-    for (int64_t t = 0; t < len; ++t) {
+    const int64_t lanes = n - n % kLanes;
+    int64_t i = 0;  // position in scan order
+    in_scan_order([&](int64_t t, bool first) {
+      if (first && block) std::fill(h, h + n, T(0));
       const T step = dtr[t];
       const T x = step * ur[t];
       const T* __restrict__ Bt = Bp + t * B.step;
       const T* __restrict__ Ct = Cp + t * C.step;
-      T* Ht = Save ? H + t * n : h;  // not written without Save
-      T* Et = Save ? E + t * n : h;
+      T* Ht = Save ? H + i * n : h;  // not written without Save
+      T* Et = Save ? E + i * n : h;
       T acc[kLanes] = {};
-      for (int64_t k = 0; k < blocks; k += kLanes)
+      for (int64_t k = 0; k < lanes; k += kLanes)
         forward_lanes<kLanes, Save>(step, x, Ad + k, Bt + k, Ct + k, h + k, Ht + k, Et + k, acc);
-      for (int64_t k = blocks; k < n; ++k)
+      for (int64_t k = lanes; k < n; ++k)
         forward_lanes<1, Save>(step, x, Ad + k, Bt + k, Ct + k, h + k, Ht + k, Et + k, acc);
       Y[t] = lane_sum(acc);
-    }
+      ++i;
+    });
   }
 
   // Row d's skip connection and gate (zr null without z), in place on y: separate passes over time
@@ -320,7 +359,8 @@ Tensor empty_like_rows(const Tensor& u) { return torch::empty_like(u, at::Memory
 
 // The layouts the kernel reads through raw pointers (the header's list): anything else is a caller's bug.
 void check_layouts(const Tensor& A, const Tensor& B, const Tensor& C, const OptTensor& D, const OptTensor& bias,
-                   const OptTensor& h0) {
+                   const OptTensor& h0, int64_t block) {
+  TORCH_CHECK(block >= 0 && (block == 0 || !h0), "blocks start from zero state: no initial state with block > 0");
   for (const OptTensor& t : {OptTensor(A), D, bias, h0})
     TORCH_CHECK(!t || t->is_contiguous(), "A, D, delta_bias and the initial state must be contiguous");
   for (const Tensor* M : {&B, &C})
@@ -329,12 +369,12 @@ void check_layouts(const Tensor& A, const Tensor& B, const Tensor& C, const OptT
 
 std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& B,
                                  const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& bias,
-                                 bool softplus, const OptTensor& h0) {
+                                 bool softplus, const OptTensor& h0, int64_t block) {
   Tensor out = empty_like_rows(u);
   Tensor last = torch::empty({u.size(0), u.size(1), A.size(1)}, u.options());
-  check_layouts(A, B, C, D, bias, h0);
+  check_layouts(A, B, C, D, bias, h0, block);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward", [&] {
-    const Problem<scalar_t> p(u, dt, A, B, C, D, z, bias, softplus, h0);
+    const Problem<scalar_t> p(u, dt, A, B, C, D, z, bias, softplus, h0, block);
     scalar_t* out_p = out.data_ptr<scalar_t>();
     scalar_t* last_p = last.data_ptr<scalar_t>();
     const int64_t tiles = tiles_per_batch(p.dim);
@@ -382,7 +422,7 @@ struct Backward {
   // Row d of batch b, which is row c of the staged tile.
   void row(int64_t b, int64_t d, const Tile<T>& tile, int64_t c, T* dB_slice, T* dC_slice,
            std::vector<T>& work) const {
-    const int64_t n = p.n, len = p.len, blocks = n - n % kLanes;
+    const int64_t n = p.n, len = p.len, lanes = n - n % kLanes;
     T* H = work.data();
     T* E = H + len * n;
     T* Y = E + len * n;
@@ -427,30 +467,33 @@ struct Backward {
       std::copy(gout, gout + len, Y);
     }
     T gD = 0;
-    for (int64_t t = len - 1; t >= 0; --t) {
+    int64_t i = len;  // position in scan order
+    p.in_reverse_scan_order([&](int64_t t, bool first) {
+      --i;
       const T dt = S[t];
       const T ut = ur[t];
       const T x = dt * ut;
       const T* __restrict__ Bt = Bp + t * p.B.step;
       const T* __restrict__ Ct = Cp + t * p.C.step;
-      const T* __restrict__ Ht = H + t * n;
-      const T* __restrict__ Hp = t > 0 ? H + (t - 1) * n : h;  // h holds the initial state
-      const T* __restrict__ Et = E + t * n;
+      const T* __restrict__ Ht = H + i * n;
+      const T* __restrict__ Hp = first ? h : H + (i - 1) * n;  // h holds the initial state (zero with blocks)
+      const T* __restrict__ Et = E + i * n;
       T* __restrict__ dBt = dBp + t * sdb;
       T* __restrict__ dCt = dCp + t * sdc;
       const T g = Y[t];
       gD += g * ut;
       T accx[kLanes] = {}, acca[kLanes] = {};
-      for (int64_t k = 0; k < blocks; k += kLanes)
+      for (int64_t k = 0; k < lanes; k += kLanes)
         adjoint_lanes<kLanes>(g, x, dt, Ad + k, Bt + k, Ct + k, Ht + k, Hp + k, Et + k, lam + k, gA + k,
                               dBt + k, dCt + k, accx, acca);
-      for (int64_t k = blocks; k < n; ++k)
+      for (int64_t k = lanes; k < n; ++k)
         adjoint_lanes<1>(g, x, dt, Ad + k, Bt + k, Ct + k, Ht + k, Hp + k, Et + k, lam + k, gA + k, dBt + k,
                          dCt + k, accx, acca);
       const T gx = lane_sum(accx), ga = lane_sum(acca);
       du[r + t] = g * Dd + gx * dt;
       ddt[r + t] = gx * ut + ga;
-    }
+      if (first && p.block) std::fill(lam, lam + n, T(0));  // a block's start does not see the block before
+    });
     // Through the softplus to the raw delta: d softplus(x) / dx = sigmoid(x).
     if (p.use_softplus) {
       const T* __restrict__ x = tile.raw_row(c);
@@ -472,7 +515,7 @@ struct Backward {
 // ``parts`` is chosen by the caller so that every part lies inside one group of B and of C.
 std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& B,
                                   const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& bias,
-                                  bool softplus, const OptTensor& h0,
+                                  bool softplus, const OptTensor& h0, int64_t block,
                                   const Tensor& dout, const OptTensor& dlast, int64_t parts) {
   const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), n = A.size(1);
   TORCH_CHECK(parts >= 1 && dim % parts == 0, "parts must divide d");
@@ -485,9 +528,9 @@ std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& dt, const Tenso
     return M.dim() == 2 ? torch::empty({batch, dim, n}, opts) : torch::zeros({batch, parts, len, n}, opts);
   };
   Tensor dB = grad_bc(B), dC = grad_bc(C);
-  check_layouts(A, B, C, D, bias, h0);
+  check_layouts(A, B, C, D, bias, h0, block);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_backward", [&] {
-    const Problem<scalar_t> p(u, dt, A, B, C, D, z, bias, softplus, h0);
+    const Problem<scalar_t> p(u, dt, A, B, C, D, z, bias, softplus, h0, block);
     const Backward<scalar_t> bw{p,
                                 dout.data_ptr<scalar_t>(),
                                 dlast ? dlast->data_ptr<scalar_t>() : nullptr,
