@@ -93,3 +93,17 @@ def test_the_torch_backend_lives_outside_the_runtime_and_says_what_it_needs(rand
     assert result.stderr.strip().splitlines() == [
         "ssamba-stream: error: the torch backend needs PyTorch: pip install 'ssamba-stream[export]'"
     ]
+
+
+def test_package_data_ships_every_native_kernel_source():
+    """The kernels compile on the user's machine from the installed sources: a .cpp or header left
+    out of package-data would break that build only after installation."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = ROOT / "ssamba_stream"
+    sources = [path.relative_to(package).as_posix() for path in (package / "model" / "csrc").iterdir()]
+    assert sources
+    unshipped = [s for s in sources if not any(fnmatch.fnmatch(s, p) for p in patterns["ssamba_stream"])]
+    assert not unshipped

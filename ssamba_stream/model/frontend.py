@@ -97,7 +97,7 @@ def _frame_analysis_matrix(window_length: int, n_fft: int, preemphasis: float) -
     return dft @ (window[:, None] * (pre @ remove_dc))
 
 
-def _capturing_graph() -> bool:
+def capturing_graph() -> bool:
     """True while tracing, exporting or compiling, i.e. when building a graph for ONNX/TensorRT."""
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
@@ -191,7 +191,7 @@ class KaldiFbank(nn.Module):
             raise ValueError(
                 f"expected float audio in [-1, 1], got {waveform.dtype}: divide int16 PCM by 32768 first"
             )
-        capturing = _capturing_graph()
+        capturing = capturing_graph()
         # Not while capturing: the graph's length is dynamic, and it needs >= 1 window anyway.
         if not capturing and waveform.shape[-1] < self.window_length:
             return waveform.new_zeros(waveform.shape[0], 0, self.num_mel_bins)
@@ -220,7 +220,7 @@ def fbank_step(frontend: KaldiFbank, samples: Tensor, leftover: Tensor) -> tuple
     """
     overlap = frontend.window_length - frontend.hop_length
     # Checked in eager mode only: while exporting, the shapes are the exporter's example inputs.
-    if not _capturing_graph() and (
+    if not capturing_graph() and (
         leftover.shape[-1] != overlap or samples.shape[-1] % frontend.hop_length != 0
     ):
         raise ValueError(

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .block_scan import block_scan, softplus
-from .native_scan import native_scan_available, selective_scan_native
+from .frontend import capturing_graph
+from .native_conv import conv_silu_native
+from .native_scan import native_kernels_built, selective_scan_native
 from .scan_mode import OFFLINE, ScanMode
 
 # Offline CPU inference runs long inputs through a layer this many tokens at a time
@@ -132,18 +134,22 @@ class Mamba(nn.Module):
         positions that do not exist (their conv input is zero and they leave the scan state untouched).
         """
         conv: nn.Conv1d = getattr(self, f"conv1d{suffix}")
-        if conv_state is None:
-            x_padded = F.pad(x, (self.d_conv - 1, 0))
+        new_conv = None
+        if conv_state is None and not return_state and self._conv_in_native_kernel(x):
+            u = conv_silu_native(x, conv.weight, conv.bias)
         else:
-            x_padded = torch.cat([conv_state.to(x.dtype), x], dim=-1)
-        u = F.silu(F.conv1d(x_padded, conv.weight, conv.bias, groups=self.d_inner))
+            if conv_state is None:
+                x_padded = F.pad(x, (self.d_conv - 1, 0))
+            else:
+                x_padded = torch.cat([conv_state.to(x.dtype), x], dim=-1)
+            u = F.silu(F.conv1d(x_padded, conv.weight, conv.bias, groups=self.d_inner))
+            new_conv = x_padded[..., -(self.d_conv - 1) :]
         if valid is not None:
             u = u * valid.to(u.dtype)
         result = self._selective_scan(suffix, u, z, mode.scan_fn, ssm_state, return_state)
         if not return_state:
             return result, None
         y, last = result
-        new_conv = x_padded[..., -(self.d_conv - 1) :]
         return y, MixerState(new_conv, last)
 
     def _selective_scan(
@@ -213,37 +219,21 @@ class Mamba(nn.Module):
         return y.permute(0, 2, 1, 3).reshape(-1, d_inner, n_blocks * block)[..., :length]
 
     @staticmethod
-    def _blocks_in_time_order(x: Tensor, mode: ScanMode) -> bool:
-        """Whether the native kernel scans the blocks where they lie (CPU, no look-ahead, eager)."""
-        return (
-            mode.lookahead == 0
-            and mode.scan in ("auto", "native")
-            and x.device.type == "cpu"
-            and not torch.jit.is_tracing()
-            and native_scan_available()
-        )
+    def _conv_in_native_kernel(x: Tensor) -> bool:
+        """Whether the conv and SiLU run in the native kernel (CPU, eager, where it is built)."""
+        return x.device.type == "cpu" and not capturing_graph() and native_kernels_built()
+
+    @classmethod
+    def _blocks_in_time_order(cls, x: Tensor, mode: ScanMode) -> bool:
+        """Whether the native kernels run the backward blocks where they lie (no look-ahead)."""
+        return mode.lookahead == 0 and mode.scan in ("auto", "native") and cls._conv_in_native_kernel(x)
 
     def _backward_blocks_in_time_order(self, x: Tensor, z: Tensor, block: int) -> Tensor:
         """``_backward_blocks`` without cutting windows out: the conv looks ahead inside each block
-        and the native kernel runs each block backward in place, so a training step's backward
+        and the native scan runs each block backward in place, so a training step's backward
         direction works on whole rows instead of (batch * blocks) rows of ``block`` tokens."""
-        u = F.silu(self._conv_ahead_within_blocks(x, block))
+        u = conv_silu_native(x, self.conv1d_b.weight, self.conv1d_b.bias, reversed_blocks=block)
         return self._selective_scan("_b", u, z, partial(selective_scan_native, reversed_blocks=block))
-
-    def _conv_ahead_within_blocks(self, x: Tensor, block: int) -> Tensor:
-        """conv1d_b over each time-flipped block, in time order: at token t, the taps see tokens
-        t .. t + d_conv - 1 of t's own block (zeros past its end), as the flipped window's causal
-        conv does. Each block is followed by d_conv - 1 zeros and one long convolution runs over them."""
-        batch, d_inner, length = x.shape
-        n_blocks, ahead = (length + block - 1) // block, self.d_conv - 1
-        spaced = F.pad(
-            F.pad(x, (0, n_blocks * block - length)).view(batch, d_inner, n_blocks, block), (0, ahead)
-        )
-        conv = F.conv1d(
-            spaced.view(batch, d_inner, -1), self.conv1d_b.weight.flip(-1), self.conv1d_b.bias, groups=d_inner
-        )
-        conv = F.pad(conv, (0, ahead)).view(batch, d_inner, n_blocks, block + ahead)[..., :block]
-        return conv.reshape(batch, d_inner, n_blocks * block)[..., :length]
 
     def _merge_directions(self, y_fwd: Tensor, y_bwd: Tensor | None) -> Tensor:
         """Sum of the directions' outputs (halved with ``divide_out``), in whatever layout they come."""

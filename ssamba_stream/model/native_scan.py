@@ -1,4 +1,5 @@
-"""Native CPU selective scan: the C++ kernel in csrc/selective_scan.cpp, compiled on first use.
+"""Native CPU selective scan: the C++ kernel in csrc/selective_scan.cpp, compiled on first use
+(with csrc/conv_silu.cpp, the layer's conv, which native_conv.py wraps: one library, one build).
 
 Same contract as ``scan.selective_scan_ref``. The kernel runs one (batch, channel) row at a time,
 sequentially in time with the state in a local array, rows spread over torch's intra-op threads;
@@ -30,10 +31,11 @@ from torch.autograd.function import once_differentiable
 
 from .scan import ScanResult, _check_inputs, _compute_dtype, selective_scan_chunked
 
-__all__ = ["ENV_VAR", "native_scan_available", "selective_scan_native"]
+__all__ = ["ENV_VAR", "native_kernels_built", "native_scan_available", "selective_scan_native"]
 
 ENV_VAR = "SSAMBA_NATIVE_SCAN"
-_SOURCE = Path(__file__).resolve().parent / "csrc" / "selective_scan.cpp"
+_CSRC = Path(__file__).resolve().parent / "csrc"
+_SOURCES = [_CSRC / "selective_scan.cpp", _CSRC / "conv_silu.cpp"]  # the module is defined in the first
 _NAME = "ssamba_selective_scan"
 _fallback_warned = False
 
@@ -69,8 +71,8 @@ def _put_pip_ninja_on_path() -> None:
 
 
 @functools.cache
-def _extension() -> ModuleType | str:
-    """The compiled kernel module, or why it cannot be had (built or loaded once per process)."""
+def kernels() -> ModuleType | str:
+    """The compiled kernels' module, or why it cannot be had (built or loaded once per process)."""
     try:
         from torch.utils import cpp_extension
 
@@ -81,7 +83,8 @@ def _extension() -> ModuleType | str:
         build_dir = _build_dir()
         build_dir.mkdir(parents=True, exist_ok=True)
         library = build_dir / f"{_NAME}.so"
-        if not library.exists() or library.stat().st_mtime < _SOURCE.stat().st_mtime:
+        newest_source = max(path.stat().st_mtime for path in _CSRC.iterdir())
+        if not library.exists() or library.stat().st_mtime < newest_source:
             print(
                 f"ssamba-stream: compiling the native CPU selective scan into {build_dir} (once, ~1 min)",
                 file=sys.stderr,
@@ -93,7 +96,7 @@ def _extension() -> ModuleType | str:
         native = ["-march=native"] if platform.machine() == "x86_64" else []
         return cpp_extension.load(
             name=_NAME,
-            sources=[str(_SOURCE)],
+            sources=[str(path) for path in _SOURCES],
             extra_cflags=["-O3", "-fno-trapping-math", *native, *openmp],
             extra_ldflags=openmp,
             build_directory=str(build_dir),
@@ -106,8 +109,14 @@ def _extension() -> ModuleType | str:
 def _unavailable_reason() -> str | None:
     if os.environ.get(ENV_VAR, "1") == "0":
         return f"disabled by {ENV_VAR}=0"
-    ext = _extension()
+    ext = kernels()
     return ext if isinstance(ext, str) else None
+
+
+def native_kernels_built() -> bool:
+    """Whether the native kernels can run here (compiled on the first call), without a warning:
+    for callers that have a full-speed torch path of their own."""
+    return _unavailable_reason() is None
 
 
 def native_scan_available() -> bool:
@@ -169,7 +178,7 @@ class _NativeScan(torch.autograd.Function):
         h0: Tensor | None,
         block: int,
     ) -> tuple[Tensor, Tensor]:
-        out, last = _extension().forward(u, dt, A, B, C, D, z, bias, softplus, h0, block)
+        out, last = kernels().forward(u, dt, A, B, C, D, z, bias, softplus, h0, block)
         ctx.save_for_backward(u, dt, A, B, C, D, z, bias, h0)
         ctx.softplus, ctx.block = softplus, block
         return out, last
@@ -182,7 +191,7 @@ class _NativeScan(torch.autograd.Function):
         per_part = math.gcd(*(dim // M.shape[1] for M in (B, C) if M.dim() == 4), dim)
         parts = _parts(batch, dim, per_part)
         inputs = (u, dt, A, B, C, D, z, bias, ctx.softplus, h0, ctx.block)
-        grads = _extension().backward(*inputs, dout.contiguous(), dlast.contiguous(), parts)
+        grads = kernels().backward(*inputs, dout.contiguous(), dlast.contiguous(), parts)
         du, ddt, dA, dB, dC, dD, dz, dh0 = grads
 
         def bc_grad(g: Tensor, M: Tensor) -> Tensor:
