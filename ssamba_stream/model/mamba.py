@@ -135,7 +135,7 @@ class Mamba(nn.Module):
         """
         conv: nn.Conv1d = getattr(self, f"conv1d{suffix}")
         new_conv = None
-        if conv_state is None and not return_state and self._conv_in_native_kernel(x):
+        if conv_state is None and not return_state and self._native_kernels(x, mode):
             u = conv_silu_native(x, conv.weight, conv.bias)
         else:
             if conv_state is None:
@@ -219,14 +219,20 @@ class Mamba(nn.Module):
         return y.permute(0, 2, 1, 3).reshape(-1, d_inner, n_blocks * block)[..., :length]
 
     @staticmethod
-    def _conv_in_native_kernel(x: Tensor) -> bool:
-        """Whether the conv and SiLU run in the native kernel (CPU, eager, where it is built)."""
-        return x.device.type == "cpu" and not capturing_graph() and native_kernels_built()
+    def _native_kernels(x: Tensor, mode: ScanMode) -> bool:
+        """Whether the conv and SiLU run in the native kernel too: with the native scan form (the
+        default on CPU), eager, where the kernels are built. The other forms stay pure torch."""
+        return (
+            mode.scan in ("auto", "native")
+            and x.device.type == "cpu"
+            and not capturing_graph()
+            and native_kernels_built()
+        )
 
     @classmethod
     def _blocks_in_time_order(cls, x: Tensor, mode: ScanMode) -> bool:
         """Whether the native kernels run the backward blocks where they lie (no look-ahead)."""
-        return mode.lookahead == 0 and mode.scan in ("auto", "native") and cls._conv_in_native_kernel(x)
+        return mode.lookahead == 0 and cls._native_kernels(x, mode)
 
     def _backward_blocks_in_time_order(self, x: Tensor, z: Tensor, block: int) -> Tensor:
         """``_backward_blocks`` without cutting windows out: the conv looks ahead inside each block
