@@ -67,3 +67,29 @@ def test_native_conv_output_is_channels_last_and_takes_any_layout():
 def test_native_conv_gradcheck_in_float64(block):
     x, weight, bias = _layer_inputs(1, 3, 7, 4, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda *a: conv_silu_native(*a, reversed_blocks=block), (x, weight, bias))
+
+
+@pytest.mark.parametrize("length", [9, 2, 1])
+def test_native_conv_continues_from_a_history_both_ways(length):
+    """With the carried conv state: forward, the inputs before x; backward in time (one reversed
+    block), the flipped input's state. Values and gradients, the history's included."""
+    x, weight, bias = _layer_inputs(2, 6, length, 4)
+    history = torch.randn(2, 6, 3, requires_grad=True)
+    leaves = [x, weight, bias, history]
+    cases = {
+        "forward": (
+            lambda: F.silu(F.conv1d(torch.cat([history, x], -1), weight, bias, groups=6)),
+            lambda: conv_silu_native(x, weight, bias, history=history),
+        ),
+        "backward": (
+            lambda: F.silu(F.conv1d(torch.cat([history, x.flip(-1)], -1), weight, bias, groups=6)).flip(-1),
+            lambda: conv_silu_native(x, weight, bias, reversed_blocks=length, history=history),
+        ),
+    }
+    for name, (want_fn, got_fn) in cases.items():
+        want, got = want_fn(), got_fn()
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-5), name
+        want_grads = torch.autograd.grad((want * want.cos()).sum(), leaves)
+        got_grads = torch.autograd.grad((got * got.cos()).sum(), leaves)
+        for g, w in zip(got_grads, want_grads, strict=True):
+            assert torch.allclose(g, w, atol=1e-5, rtol=1e-4), name

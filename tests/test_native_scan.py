@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -221,10 +222,20 @@ def test_reversed_blocks_gradcheck_in_float64():
     assert torch.autograd.gradcheck(fn, tuple(args.values()))
 
 
-def test_reversed_blocks_refuse_an_initial_state():
-    args = {
-        k: None if v is None else v.detach()
-        for k, v in _inputs(1, 4, 2, 8, "variable", True, False, False).items()
-    }
-    with pytest.raises(ValueError, match="no initial state"):
-        native_scan.selective_scan_native(**args, reversed_blocks=4)
+def test_reversed_blocks_take_an_initial_state_only_as_one_block():
+    """One block over the whole input is the input scanned backward in time, from any state: the
+    time-flipped reference, final state and the initial state's gradient included."""
+    args = {k: v for k, v in _inputs(2, 4, 3, 7, "variable", True, True, True).items() if v is not None}
+    with pytest.raises(ValueError, match="one block over the whole input"):
+        native_scan.selective_scan_native(**{k: v.detach() for k, v in args.items()}, reversed_blocks=4)
+
+    def flipped_reference(**kw):
+        flip = {k: v.flip(-1) if k in ("u", "delta", "B", "C", "z") else v for k, v in kw.items()}
+        out, last = selective_scan_ref(**flip)
+        return out.flip(-1), last
+
+    want, want_last, want_grads = _run(flipped_reference, args)
+    got, got_last, got_grads = _run(partial(native_scan.selective_scan_native, reversed_blocks=7), args)
+    assert _relative(got, want) <= 1e-5 and _relative(got_last, want_last) <= 1e-5
+    for name, g, w in zip(args, got_grads, want_grads, strict=True):
+        assert _relative(g, w) <= 1e-4, name

@@ -127,30 +127,64 @@ class Mamba(nn.Module):
         ssm_state: Tensor | None = None,
         valid: Tensor | None = None,
         return_state: bool = False,
+        reverse: bool = False,
     ) -> tuple[Tensor, MixerState | None]:
         """Run one direction (suffix "" or "_b") over x, z of shape (batch, d_inner, L).
 
-        ``conv_state`` holds the d_conv-1 inputs before x (zeros when None); ``valid`` (L,) masks
-        positions that do not exist (their conv input is zero and they leave the scan state untouched).
+        ``reverse``: over x backward in time, as if x and z were flipped before and y after (the
+        native kernels do it in place). ``conv_state`` holds the d_conv-1 inputs before x in that
+        scan order (zeros when None); ``valid`` (L,) masks positions that do not exist (their conv
+        input is zero and they leave the scan state untouched).
         """
+        if valid is None and self._native_kernels(x, mode):
+            blocks = x.shape[-1] if reverse else None
+            return self._scan_native(suffix, x, z, conv_state, ssm_state, return_state, blocks)
+        if reverse:
+            y, state = self._scan(
+                suffix, x.flip(-1), z.flip(-1), mode, conv_state, ssm_state, valid, return_state
+            )
+            return y.flip(-1), state
         conv: nn.Conv1d = getattr(self, f"conv1d{suffix}")
-        new_conv = None
-        if conv_state is None and not return_state and self._native_kernels(x, mode):
-            u = conv_silu_native(x, conv.weight, conv.bias)
+        if conv_state is None:
+            x_padded = F.pad(x, (self.d_conv - 1, 0))
         else:
-            if conv_state is None:
-                x_padded = F.pad(x, (self.d_conv - 1, 0))
-            else:
-                x_padded = torch.cat([conv_state.to(x.dtype), x], dim=-1)
-            u = F.silu(F.conv1d(x_padded, conv.weight, conv.bias, groups=self.d_inner))
-            new_conv = x_padded[..., -(self.d_conv - 1) :]
+            x_padded = torch.cat([conv_state.to(x.dtype), x], dim=-1)
+        u = F.silu(F.conv1d(x_padded, conv.weight, conv.bias, groups=self.d_inner))
         if valid is not None:
             u = u * valid.to(u.dtype)
         result = self._selective_scan(suffix, u, z, mode.scan_fn, ssm_state, return_state)
         if not return_state:
             return result, None
         y, last = result
-        return y, MixerState(new_conv, last)
+        return y, MixerState(x_padded[..., -(self.d_conv - 1) :], last)
+
+    def _scan_native(
+        self,
+        suffix: str,
+        x: Tensor,
+        z: Tensor,
+        conv_state: Tensor | None,
+        ssm_state: Tensor | None,
+        return_state: bool,
+        reversed_blocks: int | None,
+    ) -> tuple[Tensor, MixerState | None]:
+        """``_scan`` through the native kernels, in time order: forward, or each block of
+        ``reversed_blocks`` tokens backward in place (one block over x: ``reverse``)."""
+        conv: nn.Conv1d = getattr(self, f"conv1d{suffix}")
+        u = conv_silu_native(x, conv.weight, conv.bias, reversed_blocks, conv_state)
+        scan = partial(selective_scan_native, reversed_blocks=reversed_blocks)
+        result = self._selective_scan(suffix, u, z, scan, ssm_state, return_state)
+        if not return_state:
+            return result, None
+        y, last = result
+        return y, MixerState(self._conv_tail(x, conv_state, reversed_blocks is not None), last)
+
+    def _conv_tail(self, x: Tensor, conv_state: Tensor | None, backward: bool) -> Tensor:
+        """The conv state after x: its last d_conv - 1 inputs in scan order, oldest first."""
+        width = self.d_conv - 1
+        recent = x[..., :width].flip(-1) if backward else x[..., -width:]
+        before = x.new_zeros(*x.shape[:2], width) if conv_state is None else conv_state.to(x.dtype)
+        return torch.cat([before, recent], dim=-1)[..., -width:]
 
     def _selective_scan(
         self,
@@ -238,8 +272,7 @@ class Mamba(nn.Module):
         """``_backward_blocks`` without cutting windows out: the conv looks ahead inside each block
         and the native scan runs each block backward in place, so a training step's backward
         direction works on whole rows instead of (batch * blocks) rows of ``block`` tokens."""
-        u = conv_silu_native(x, self.conv1d_b.weight, self.conv1d_b.bias, reversed_blocks=block)
-        return self._selective_scan("_b", u, z, partial(selective_scan_native, reversed_blocks=block))
+        return self._scan_native("_b", x, z, None, None, False, block)[0]
 
     def _merge_directions(self, y_fwd: Tensor, y_bwd: Tensor | None) -> Tensor:
         """Sum of the directions' outputs (halved with ``divide_out``), in whatever layout they come."""
@@ -276,8 +309,7 @@ class Mamba(nn.Module):
         y_bwd = None
         if self.bidirectional:
             if mode.block is None:
-                y_bwd, _ = self._scan(backward_params, x.flip(-1), z.flip(-1), mode)
-                y_bwd = y_bwd.flip(-1)
+                y_bwd, _ = self._scan(backward_params, x, z, mode, reverse=True)
             else:
                 y_bwd = self._backward_blocks(x, z, mode)
         return self._combine(y_fwd, y_bwd)
@@ -300,9 +332,9 @@ class Mamba(nn.Module):
         (conv output, step sizes, flips, scan outputs) sized to a chunk instead of the input.
 
         The forward direction carries its conv and scan state from chunk to chunk; the backward one
-        runs the chunks from the end, each time-flipped, carrying its state the other way (its conv
-        history is then the start of the chunk after, flipped). At 8192 tokens that leaves the
-        in_proj output and one (batch, L, d_inner) sum as the only full-length tensors.
+        runs the chunks from the end, each backward in time (``reverse``), carrying its state the
+        other way (its conv history is then the start of the chunk after). At 8192 tokens that
+        leaves the in_proj output and one (batch, L, d_inner) sum as the only full-length tensors.
         """
         x, z = self._split(hidden)
         length = x.shape[-1]
@@ -321,9 +353,16 @@ class Mamba(nn.Module):
             for start in reversed(starts):
                 part = slice(start, start + TIME_CHUNK)
                 carried = (None, None) if state is None else state
-                x_part, z_part = x[..., part].flip(-1), z[..., part].flip(-1)
-                y, state = self._scan(backward_params, x_part, z_part, mode, *carried, return_state=True)
-                merged[:, part] = self._merge_directions(merged[:, part], y.flip(-1).transpose(1, 2))
+                y, state = self._scan(
+                    backward_params,
+                    x[..., part],
+                    z[..., part],
+                    mode,
+                    *carried,
+                    return_state=True,
+                    reverse=True,
+                )
+                merged[:, part] = self._merge_directions(merged[:, part], y.transpose(1, 2))
         return self.out_proj(merged)
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -245,15 +245,20 @@ def selective_scan_native(
 
     ``reversed_blocks=K``: time splits into blocks of K steps, each scanned from its last step to
     its first from zero state (a streaming layer's block-local backward direction, in time order;
-    the last state is then the one after the last block's first step). Native only: ``ValueError``
-    where the kernel is not available, since the other forms would need the blocks cut out.
+    the last state is then the one after the last block's first step). With K >= L, one block: the
+    whole input backward in time, which may start from ``initial_state``. Native only:
+    ``ValueError`` where the kernel is not available, since the other forms would need the blocks
+    cut out.
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
     if u.device.type != "cpu":
         raise RuntimeError(f"the native selective scan runs on CPU tensors, got {u.device}; use impl='auto'")
-    if reversed_blocks is not None and (reversed_blocks < 1 or initial_state is not None):
+    if reversed_blocks is not None and (
+        reversed_blocks < 1 or (initial_state is not None and reversed_blocks < u.shape[-1])
+    ):
         raise ValueError(
-            "reversed_blocks needs a positive block size and no initial state (blocks start from zero)"
+            "reversed_blocks needs a positive block size, and an initial state only with one block "
+            "over the whole input (the others start from zero)"
         )
     if not native_scan_available():
         if reversed_blocks is not None:

@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "fast_math.h"
 
@@ -28,14 +29,17 @@ struct Conv {
   int64_t sb, st;  // x's batch and time strides; channels are contiguous
   const T* w;      // (K, d)
   const T* bias;   // (d) or null
+  const T* hist;   // (batch, K - 1, d) or null
   int64_t batch, len, dim, width, block;
 
-  Conv(const Tensor& x_, const Tensor& w_, const std::optional<Tensor>& bias_, int64_t block_)
+  Conv(const Tensor& x_, const Tensor& w_, const std::optional<Tensor>& bias_, int64_t block_,
+       const std::optional<Tensor>& hist_)
       : x(x_.data_ptr<T>()),
         sb(x_.stride(0)),
         st(x_.stride(1)),
         w(w_.data_ptr<T>()),
         bias(bias_ ? bias_->data_ptr<T>() : nullptr),
+        hist(hist_ ? hist_->data_ptr<T>() : nullptr),
         batch(x_.size(0)),
         len(x_.size(1)),
         dim(x_.size(2)),
@@ -44,11 +48,18 @@ struct Conv {
 
   int64_t tasks_per_batch() const { return (len + kSteps - 1) / kSteps; }
 
-  // The input step that tap k of output step t reads; negative where it reads a zero.
+  // Tap k of step t: the input step it reads, or, where that lies outside x, a history slot j in
+  // [0, K - 1) as -1 - j, or kNone where it reads a zero.
+  static constexpr int64_t kNone = std::numeric_limits<int64_t>::min();
+
   int64_t source(int64_t t, int64_t k) const {
-    if (!block) return t - (width - 1) + k;  // negative before the start
+    if (!block) {
+      const int64_t s = t - (width - 1) + k;
+      return s >= 0 ? s : hist ? -1 - (width - 1 + s) : kNone;
+    }
     const int64_t s = t + (width - 1) - k;
-    return s < len && s / block == t / block ? s : -1;
+    if (s < len) return s / block == t / block ? s : kNone;
+    return hist ? -1 - (width - 2 - (s - len)) : kNone;  // past the end: the history, in scan order
   }
 
   // The output step whose tap k reads input step s, or -1 where none does.
@@ -61,15 +72,21 @@ struct Conv {
     return t >= 0 && s / block == t / block ? t : -1;
   }
 
+  // The channels that tap k of step t reads, or null for zeros.
+  const T* tap(int64_t b, int64_t t, int64_t k) const {
+    const int64_t s = source(t, k);
+    if (s >= 0) return row(b, s);
+    return s == kNone ? nullptr : hist + (b * (width - 1) + (-1 - s)) * dim;
+  }
+
   const T* row(int64_t b, int64_t t) const { return x + b * sb + t * st; }
 
   // Step t's pre-activation, bias + sum_k w_k x_source(t, k), into out (d).
   void pre(int64_t b, int64_t t, T* __restrict__ out) const {
     for (int64_t c = 0; c < dim; ++c) out[c] = bias ? bias[c] : T(0);
     for (int64_t k = 0; k < width; ++k) {
-      const int64_t s = source(t, k);
-      if (s < 0) continue;
-      const T* __restrict__ xs = row(b, s);
+      const T* __restrict__ xs = tap(b, t, k);
+      if (!xs) continue;
       const T* __restrict__ wk = w + k * dim;
       for (int64_t c = 0; c < dim; ++c) out[c] += wk[c] * xs[c];
     }
@@ -83,21 +100,27 @@ struct Conv {
   }
 };
 
-void check(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, int64_t block) {
+void check(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, int64_t block,
+           const std::optional<Tensor>& history) {
   TORCH_CHECK(x.dim() == 3 && x.stride(2) == 1, "x must be (batch, L, d) with contiguous channels");
   TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.size(1) == x.size(2),
               "weight must be (K, d) and contiguous");
   TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == x.size(2)), "bias must be (d) and contiguous");
   TORCH_CHECK(block >= 0, "block must be >= 0");
+  TORCH_CHECK(!history || (history->is_contiguous() && history->size(0) == x.size(0) &&
+                           history->size(1) == weight.size(0) - 1 && history->size(2) == x.size(2)),
+              "history must be (batch, K - 1, d) and contiguous");
+  TORCH_CHECK(!history || !block || block >= x.size(1), "a history needs one block over all of x");
 }
 
 }  // namespace
 
-Tensor conv_silu_forward(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, int64_t block) {
-  check(x, weight, bias, block);
+Tensor conv_silu_forward(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, int64_t block,
+                         const std::optional<Tensor>& history) {
+  check(x, weight, bias, block, history);
   Tensor out = torch::empty(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_silu_forward", [&] {
-    const Conv<scalar_t> conv(x, weight, bias, block);
+    const Conv<scalar_t> conv(x, weight, bias, block, history);
     scalar_t* out_p = out.data_ptr<scalar_t>();
     at::parallel_for(0, conv.batch * conv.tasks_per_batch(), 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
@@ -113,8 +136,9 @@ Tensor conv_silu_forward(const Tensor& x, const Tensor& weight, const std::optio
 }
 
 std::vector<Tensor> conv_silu_backward(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
-                                       int64_t block, const Tensor& grad_out) {
-  check(x, weight, bias, block);
+                                       int64_t block, const std::optional<Tensor>& history,
+                                       const Tensor& grad_out) {
+  check(x, weight, bias, block, history);
   TORCH_CHECK(grad_out.is_contiguous() && grad_out.sizes() == x.sizes(), "grad_out must be like x, contiguous");
   const int64_t batch = x.size(0), len = x.size(1), dim = x.size(2), width = weight.size(0);
   const int64_t tasks = batch * ((len + kSteps - 1) / kSteps);
@@ -122,9 +146,10 @@ std::vector<Tensor> conv_silu_backward(const Tensor& x, const Tensor& weight, co
   Tensor dx = torch::empty(x.sizes(), x.options());
   Tensor dw = torch::zeros({tasks, width, dim}, x.options());
   Tensor dbias = torch::zeros({tasks, dim}, x.options());
+  Tensor dhist = history ? torch::zeros(history->sizes(), x.options()) : torch::empty({0}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_silu_backward", [&] {
     using T = scalar_t;
-    const Conv<T> conv(x, weight, bias, block);
+    const Conv<T> conv(x, weight, bias, block, history);
     const T* g = grad_out.data_ptr<T>();
     T* dpre_p = dpre.data_ptr<T>();
     // Pass 1: the pre-activation's gradient, d silu(p) / dp = s (1 + p (1 - s)), and from it the
@@ -144,9 +169,8 @@ std::vector<Tensor> conv_silu_backward(const Tensor& x, const Tensor& weight, co
             db_i[c] += d[c];
           }
           for (int64_t k = 0; k < width; ++k) {
-            const int64_t s = conv.source(t, k);
-            if (s < 0) continue;
-            const T* __restrict__ xs = conv.row(b, s);
+            const T* __restrict__ xs = conv.tap(b, t, k);
+            if (!xs) continue;
             T* __restrict__ dwk = dw_i + k * dim;
             for (int64_t c = 0; c < dim; ++c) dwk[c] += d[c] * xs[c];
           }
@@ -170,8 +194,25 @@ std::vector<Tensor> conv_silu_backward(const Tensor& x, const Tensor& weight, co
         });
       }
     });
+    // The history's gradient, serially: only the K - 1 steps next to it read it.
+    if (history) {
+      T* dh = dhist.data_ptr<T>();
+      const int64_t edge = std::min(len, width - 1);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t e = 0; e < edge; ++e) {
+          const int64_t t = block ? len - 1 - e : e;
+          for (int64_t k = 0; k < width; ++k) {
+            const int64_t s = conv.source(t, k);
+            if (s >= 0 || s == Conv<T>::kNone) continue;
+            T* __restrict__ out = dh + (b * (width - 1) + (-1 - s)) * dim;
+            const T* __restrict__ d = dpre_p + (b * len + t) * dim;
+            const T* __restrict__ wk = conv.w + k * dim;
+            for (int64_t c = 0; c < dim; ++c) out[c] += wk[c] * d[c];
+          }
+        }
+    }
   });
-  return {dx, dw, dbias};
+  return {dx, dhist, dw, dbias};
 }
 
 }  // namespace ssamba

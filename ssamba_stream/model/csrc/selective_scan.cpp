@@ -19,7 +19,8 @@
 // tensor is ever allocated.
 //
 // Blocks (`block` > 0): time splits into blocks of that many steps, and each block runs from its
-// last step to its first, from zero state. That is the block-local backward direction of a
+// last step to its first, from zero state (the first one from the initial state, which is only
+// allowed where one block covers the row: a whole-row scan backward in time). That is the block-local backward direction of a
 // streaming SSAMBA layer computed in place, on whole rows in time order: no windows cut out,
 // flipped and stacked into short rows, whose per-row overheads and per-row gradient partials
 // (d_state values per block per channel) would cost more than the scan.
@@ -214,7 +215,7 @@ struct Problem {
     const int64_t lanes = n - n % kLanes;
     int64_t i = 0;  // position in scan order
     in_scan_order([&](int64_t t, bool first) {
-      if (first && block) std::fill(h, h + n, T(0));
+      if (first && block && t >= block) std::fill(h, h + n, T(0));  // blocks after the first
       const T step = dtr[t];
       const T x = step * ur[t];
       const T* __restrict__ Bt = Bp + t * B.step;
@@ -307,7 +308,7 @@ Tensor empty_like_rows(const Tensor& u) { return torch::empty_like(u, at::Memory
 // The layouts the kernel reads through raw pointers (the header's list): anything else is a caller's bug.
 void check_layouts(const Tensor& A, const Tensor& B, const Tensor& C, const OptTensor& D, const OptTensor& bias,
                    const OptTensor& h0, int64_t block) {
-  TORCH_CHECK(block >= 0 && (block == 0 || !h0), "blocks start from zero state: no initial state with block > 0");
+  TORCH_CHECK(block >= 0, "block must be >= 0");
   for (const OptTensor& t : {OptTensor(A), D, bias, h0})
     TORCH_CHECK(!t || t->is_contiguous(), "A, D, delta_bias and the initial state must be contiguous");
   for (const Tensor* M : {&B, &C})
@@ -320,6 +321,7 @@ std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& dt, const Tensor
   Tensor out = empty_like_rows(u);
   Tensor last = torch::empty({u.size(0), u.size(1), A.size(1)}, u.options());
   check_layouts(A, B, C, D, bias, h0, block);
+  TORCH_CHECK(!block || !h0 || block >= u.size(2), "an initial state needs one block over the whole row");
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward", [&] {
     const Problem<scalar_t> p(u, dt, A, B, C, D, z, bias, softplus, h0, block);
     scalar_t* out_p = out.data_ptr<scalar_t>();
@@ -423,7 +425,7 @@ struct Backward {
       const T* __restrict__ Bt = Bp + t * p.B.step;
       const T* __restrict__ Ct = Cp + t * p.C.step;
       const T* __restrict__ Ht = H + i * n;
-      const T* __restrict__ Hp = first ? h : H + (i - 1) * n;  // h holds the initial state (zero with blocks)
+      const T* __restrict__ Hp = first ? h : H + (i - 1) * n;  // the initial state: zero wherever there are several blocks
       const T* __restrict__ Et = E + i * n;
       T* __restrict__ dBt = dBp + t * sdb;
       T* __restrict__ dCt = dCp + t * sdc;
@@ -439,7 +441,7 @@ struct Backward {
       const T gx = lane_sum(accx), ga = lane_sum(acca);
       du[r + t] = g * Dd + gx * dt;
       ddt[r + t] = gx * ut + ga;
-      if (first && p.block) std::fill(lam, lam + n, T(0));  // a block's start does not see the block before
+      if (first && p.block && t >= p.block) std::fill(lam, lam + n, T(0));  // it does not see the block before
     });
     // Through the softplus to the raw delta: d softplus(x) / dx = sigmoid(x).
     if (p.use_softplus) {
