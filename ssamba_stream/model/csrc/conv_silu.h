@@ -1,4 +1,4 @@
-// A Mamba layer's depthwise causal conv and SiLU on CPU, channels-last (conv_silu.cpp).
+// A Mamba layer's depthwise conv and SiLU on CPU, channels-last (conv_silu.cpp).
 #pragma once
 
 #include <torch/extension.h>

@@ -20,10 +20,10 @@
 //
 // Blocks (`block` > 0): time splits into blocks of that many steps, and each block runs from its
 // last step to its first, from zero state (the first one from the initial state, which is only
-// allowed where one block covers the row: a whole-row scan backward in time). That is the block-local backward direction of a
-// streaming SSAMBA layer computed in place, on whole rows in time order: no windows cut out,
-// flipped and stacked into short rows, whose per-row overheads and per-row gradient partials
-// (d_state values per block per channel) would cost more than the scan.
+// allowed where one block covers the row: a whole-row scan backward in time). That is the
+// block-local backward direction of a streaming SSAMBA layer computed in place, on whole rows in
+// time order: no windows cut out, flipped and stacked into short rows, whose per-row overheads and
+// per-row gradient partials (d_state values per block per channel) would cost more than the scan.
 
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -166,6 +166,9 @@ struct Problem {
     }
   }
 
+  // Whether the state restarts from zero before step t, the `first` step of a block after the first.
+  bool zeroed_before(int64_t t, bool first) const { return first && block && t >= block; }
+
   // The same steps, last first: the adjoint's order.
   template <typename F>
   void in_reverse_scan_order(F&& f) const {
@@ -215,7 +218,7 @@ struct Problem {
     const int64_t lanes = n - n % kLanes;
     int64_t i = 0;  // position in scan order
     in_scan_order([&](int64_t t, bool first) {
-      if (first && block && t >= block) std::fill(h, h + n, T(0));  // blocks after the first
+      if (zeroed_before(t, first)) std::fill(h, h + n, T(0));
       const T step = dtr[t];
       const T x = step * ur[t];
       const T* __restrict__ Bt = Bp + t * B.step;
@@ -425,7 +428,8 @@ struct Backward {
       const T* __restrict__ Bt = Bp + t * p.B.step;
       const T* __restrict__ Ct = Cp + t * p.C.step;
       const T* __restrict__ Ht = H + i * n;
-      const T* __restrict__ Hp = first ? h : H + (i - 1) * n;  // the initial state: zero wherever there are several blocks
+      // h holds the initial state, zero wherever there are several blocks
+      const T* __restrict__ Hp = first ? h : H + (i - 1) * n;
       const T* __restrict__ Et = E + i * n;
       T* __restrict__ dBt = dBp + t * sdb;
       T* __restrict__ dCt = dCp + t * sdc;
@@ -441,7 +445,7 @@ struct Backward {
       const T gx = lane_sum(accx), ga = lane_sum(acca);
       du[r + t] = g * Dd + gx * dt;
       ddt[r + t] = gx * ut + ga;
-      if (first && p.block && t >= p.block) std::fill(lam, lam + n, T(0));  // it does not see the block before
+      if (p.zeroed_before(t, first)) std::fill(lam, lam + n, T(0));  // no gradient into the block before
     });
     // Through the softplus to the raw delta: d softplus(x) / dx = sigmoid(x).
     if (p.use_softplus) {
