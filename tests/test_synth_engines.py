@@ -23,6 +23,7 @@ from ssamba_training.synth import CLIPS_CSV, MANIFEST, SynthError, main
 from ssamba_training.synth.common import MAX_WORD_SAMPLES
 from ssamba_training.synth.dataset import _speaker_clips, _SpeakerTask
 from ssamba_training.synth.engines import ENGINES
+from ssamba_training.synth.kokoro import STYLES, kokoro_phonemes, voice_style
 from ssamba_training.synth.voices import Speaker, check_split
 
 from audio_fixtures import ESPEAK, SKIP_REASON
@@ -33,7 +34,7 @@ needs_espeak = pytest.mark.skipif(ESPEAK is None, reason=SKIP_REASON)
 VOICES = [
     ("espeak", "en-us+m3"), ("mbrola", "mb-us1"), ("mbrola", "mb-af1-en"), ("festival", "rab_diphone"),
     ("festival", "us2_mbrola"), ("festival", "kal_diphone"), ("pico", "en-GB"), ("rhvoice", "bdl"),
-    ("rhvoice", "slt"), ("piper", "joe"), ("flite", "kal16"),
+    ("rhvoice", "slt"), ("piper", "joe"), ("kokoro", "jm_kumo"), ("kokoro", "mix07"), ("flite", "kal16"),
 ]  # fmt: skip
 
 
@@ -70,6 +71,26 @@ def test_engine_renders_each_word_as_16k_float32_speech(name: str, voice: str) -
     )
 
 
+def test_kokoro_reads_espeak_ipa_in_its_own_alphabet() -> None:
+    """Diphthongs become Kokoro's single letters, length marks go, symbols it lacks are dropped."""
+    vocab = {c: i for i, c in enumerate("IWAOYʧʤəɜɹlnoʊɡɪsdtkjɛ")}
+    assert kokoro_phonemes("ɹˈaɪt", vocab) == "ɹIt"  # "right"; the stress mark is not in this vocab
+    assert kokoro_phonemes("dˈaʊn", vocab) == "dWn"
+    assert kokoro_phonemes("ɡˈoʊ", vocab) == "ɡO"
+    assert kokoro_phonemes("tʃˈɜːtʃ", vocab) == "ʧɜɹʧ"  # "church": rhotic, affricates
+    assert kokoro_phonemes("dʒˈɛt", vocab) == "ʤɛt"
+
+
+def test_kokoro_blends_are_fixed_convex_mixes_of_the_styles() -> None:
+    styles = {name: np.full((4, 3), float(i), dtype=np.float32) for i, name in enumerate(STYLES)}
+    assert voice_style("jf_nezumi", styles) is styles["jf_nezumi"]
+    blend = voice_style("mix07", styles)
+    assert blend.dtype == np.float32 and blend.shape == (4, 3)
+    assert np.array_equal(blend, voice_style("mix07", styles))  # a name is always the same voice
+    assert 0.0 < blend[0, 0] < len(STYLES) - 1 and np.ptp(blend) < 1e-5  # inside the hull, one weight set
+    assert not np.allclose(blend, voice_style("mix08", styles))
+
+
 def test_engine_voice_lists_keep_the_reserved_speakers_apart() -> None:
     assert ENGINES["rhvoice"].voices == ("bdl", "clb", "evgeniy-eng", "lyubov")
     assert {"slt", "alan"} == set(ENGINES["rhvoice"].reserved)
@@ -92,7 +113,7 @@ def test_engine_voice_lists_keep_the_reserved_speakers_apart() -> None:
         (["--val-engines", "festival:kal_diphone"], "festival:kal_diphone reserved for the independent test"),
         (["--train-engines", "flite"], "all of flite's voices are reserved"),
         (["--val-engines", "reserved"], "reserved voices are for the independent test only"),
-        (["--train-engines", "espeak,kokoro"], "unknown speech engine 'kokoro'"),
+        (["--train-engines", "espeak,bark"], "unknown speech engine 'bark'"),
     ],
 )
 def test_reserved_voices_are_refused_outside_the_test_split(

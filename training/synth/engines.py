@@ -6,6 +6,7 @@ from .engine import Engine
 from .espeak import EspeakEngine, MbrolaEngine
 from .festival import FestivalEngine
 from .flite import FliteEngine
+from .kokoro import KokoroEngine
 from .pico import PicoEngine
 from .piper import PiperEngine
 from .rhvoice import RhvoiceEngine
@@ -19,6 +20,7 @@ ENGINES: dict[str, type[Engine]] = {
         PicoEngine,
         RhvoiceEngine,
         PiperEngine,
+        KokoroEngine,
         FliteEngine,
     )
 }

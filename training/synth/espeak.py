@@ -93,12 +93,15 @@ def _espeak_text(args: list[str], stdin: str | None = None) -> str:
     return proc.stdout
 
 
-def phonemes(words: Sequence[str], voice: str = HOMOPHONE_VOICE) -> list[str]:
-    """espeak-ng's phoneme spelling of each word (``-x``), one call for all of them."""
-    lines = _espeak_text(["-q", "-x", "-v", voice], stdin="".join(f"{word}\n" for word in words)).splitlines()
+def phonemes(words: Sequence[str], voice: str = HOMOPHONE_VOICE, ipa: bool = False) -> list[str]:
+    """espeak-ng's phoneme spelling of each word (``-x``, or IPA), one call for all of them."""
+    option = "--ipa" if ipa else "-x"
+    lines = _espeak_text(
+        ["-q", option, "-v", voice], stdin="".join(f"{word}\n" for word in words)
+    ).splitlines()
     spelled = [line.strip() for line in lines if line.strip()]
     if len(spelled) != len(words):
-        raise EngineError(f"espeak-ng -x gave {len(spelled)} phoneme lines for {len(words)} words")
+        raise EngineError(f"espeak-ng {option} gave {len(spelled)} phoneme lines for {len(words)} words")
     return spelled
 
 

