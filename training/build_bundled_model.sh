@@ -10,10 +10,11 @@
 #    more unknown words, the keywords' near misses drawn three times as often, 55 min), then
 #    kws-bundled-continuous-nearmiss-strong.yaml (400 steps, unknown words as many as keywords, the
 #    near misses drawn five times as often, 40 min);
-# 3. stage 8 (kws-multi-engine.yaml, 700 steps, 40 min): stage 7 continued on speech from five
-#    engines (espeak-ng, MBROLA, festival, SVOX Pico, Piper; needs `sudo training/setup_speech.sh`),
-#    half the clips in simulated rooms; `best/` is chosen on RHVoice, an engine left out of training;
-# 4. export stage 8's best as the ONNX step graph;
+# 3. stage 9 (kws-multi-engine.yaml, 700 steps, 30 min): stage 7 continued on speech from six
+#    engines (espeak-ng, MBROLA, festival, SVOX Pico, Piper, and Kokoro's 40 styles and blends, made
+#    apart and linked in; needs `sudo training/setup_speech.sh`), half the clips in simulated rooms;
+#    `best/` is chosen on RHVoice, an engine left out of training;
+# 4. export stage 9's best as the ONNX step graph;
 # 5. tune the detector defaults on a 2-hour RHVoice stream (held-out engine, 20 dB, <= 2 FA/h);
 # 6. report FRR and FA/h on an hour of the reserved voices (flite, festival kal/ked/slt: never used
 #    for any choice) and on a 60-minute stream of espeak-ng test voices;
@@ -50,8 +51,18 @@ OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" "$PY" training/train.py \
   --train-engines espeak,mbrola,festival,pico,piper --val-engines rhvoice --test-engines reserved \
   --max-speakers 200 --per-voice 3 --unknown-per-voice 1 \
   --renditions mbrola=20,festival=40,pico=100,piper=200,rhvoice=40,flite=30 --rirs 200 --seed 0 --jobs "$(nproc)"
+# Kokoro (~50 min on 2 cores): training voices only, linked into a copy of the multi-engine set, so
+# its validation and test splits (and the streams below) stay those of the five engines.
+"$PY" -m ssamba_training.synth --out "$WORK/kokoro" --train-engines kokoro --val-engines none \
+  --test-engines none --val-voices 0 --test-voices 0 --renditions kokoro=8 --noise-clips 0 --seed 0 \
+  --jobs "$(nproc)"
+rm -rf "$WORK/multi_kokoro" && cp -al "$WORK/multi" "$WORK/multi_kokoro"
+for word in "$WORK/kokoro"/*/; do
+  word="$(basename "$word")"
+  [ "$word" = _background_noise_ ] || ln "$WORK/kokoro/$word"/*.wav "$WORK/multi_kokoro/$word/"
+done
 OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" "$PY" training/train.py \
-  --recipe training/recipes/kws-multi-engine.yaml data.root="$WORK/multi" \
+  --recipe training/recipes/kws-multi-engine.yaml data.root="$WORK/multi_kokoro" \
   model.init_from="$WORK/run-continuous-nearmiss-strong/final" --out "$WORK/run-multi-engine"
 "$BIN/ssamba-export" onnx "$WORK/run-multi-engine/best" --block 8 --batch 0 -o "$ASSET"
 "$PY" training/stream_builder.py --data "$WORK/multi" --split validation --engines rhvoice --minutes 120 \
