@@ -154,6 +154,12 @@ class StreamSection:
 
 
 @dataclass
+class DistillSection:
+    teacher: str | None = None  # teacher embeddings (.npz, python -m ssamba_training.teacher); None = off
+    weight: float = 10.0  # loss = ce + weight * (student vs teacher similarity mismatch)
+
+
+@dataclass
 class EvalSection:
     every_steps: int = 0  # 0 = after every epoch
     split: str = "validation"  # the split that picks best/ and drives the plateau schedule
@@ -183,6 +189,7 @@ class Recipe:
     augment: AugmentSection = field(default_factory=AugmentSection)
     ssl: SSLSection = field(default_factory=SSLSection)
     stream: StreamSection = field(default_factory=StreamSection)
+    distill: DistillSection = field(default_factory=DistillSection)
     eval: EvalSection = field(default_factory=EvalSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
 
@@ -339,6 +346,10 @@ def _check_choices(recipe: Recipe) -> None:
         raise RecipeError(
             "stream.row_clips must be >= 0 and stream.row_gap_seconds two seconds [low, high], 0 <= low <= high"
         )
+    if recipe.distill.teacher is not None and (recipe.task != "kws-stream" or not recipe.stream.row_clips):
+        raise RecipeError("distill.teacher works with task kws-stream on rows: set stream.row_clips > 0")
+    if recipe.distill.weight < 0:
+        raise RecipeError(f"distill.weight must be >= 0, got {recipe.distill.weight}")
 
 
 def build_recipe(raw: dict[str, Any]) -> Recipe:

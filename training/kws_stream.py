@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,8 +34,9 @@ from .data import SILENCE_LABEL, UNKNOWN_LABEL, Batch
 from .distributed import DistContext
 from .evaluation import Evaluation, classification_pass
 from .splits import Splits
-from .stream_rows import IGNORE, LabelRoles, block_targets, build_rows
+from .stream_rows import IGNORE, LabelRoles, Rows, block_targets, block_words, build_rows
 from .task import Task
+from .teacher import clip_key, load_embeddings
 
 SAMPLE_RATE = 16000
 
@@ -68,14 +70,26 @@ class StreamObjective(nn.Module):
 class ContinuousObjective(nn.Module):
     """DDP-wrappable forward: fbank of stream rows -> the head at every block end -> masked CE loss."""
 
-    def __init__(self, model: SpectrogramModel) -> None:
+    def __init__(self, model: SpectrogramModel, distill_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.deploy_block = model.config.backward_block
+        self.distill_weight = distill_weight
 
-    def forward(self, fbank: Tensor, targets: Tensor, block: int, scan: str = "auto") -> dict[str, Tensor]:
+    def forward(
+        self,
+        fbank: Tensor,
+        targets: Tensor,
+        block: int,
+        scan: str = "auto",
+        distill_at: Tensor | None = None,
+        distill_to: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """``distill_at`` (k, 2) row and block of head inputs to compare with the teacher's
+        embeddings ``distill_to`` (k, E) of the words they hold."""
         hidden = self.model.forward_features(fbank, mode=self.model.scan_mode(block, scan))
-        logits = self.model.classify(head_inputs(self.model, hidden, block)).float()
+        pooled = head_inputs(self.model, hidden, block)
+        logits = self.model.classify(pooled).float()
         logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
         scored = targets != IGNORE
         count = scored.sum().float()
@@ -85,7 +99,29 @@ class ContinuousObjective(nn.Module):
             if bool(scored.any())
             else logits.sum() * 0.0
         )
-        return {"loss": loss, "count": count, "accuracy": correct}
+        out = {"loss": loss, "count": count, "accuracy": correct}
+        if distill_at is not None and distill_to is not None:
+            student = pooled[distill_at[:, 0], distill_at[:, 1]].float()
+            mismatch = similarity_mismatch(student, distill_to)
+            out["loss"] = loss + self.distill_weight * mismatch
+            out["distill"] = mismatch.detach() * count
+        return out
+
+
+def similarity_mismatch(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean squared difference of the two (k, k) cosine-similarity matrices of centred features.
+
+    Relational distillation: the student keeps its own width and basis and needs no projection
+    head; it only has to find the same words alike and different words apart as the teacher does.
+    """
+    if student.shape[0] < 2:
+        return student.sum() * 0.0
+
+    def similarities(x: Tensor) -> Tensor:
+        x = F.normalize(x - x.mean(dim=0, keepdim=True), dim=-1)
+        return x @ x.T
+
+    return (similarities(student) - similarities(teacher.to(student))).square().mean()
 
 
 class KwsStreamTask(Task):
@@ -106,7 +142,10 @@ class KwsStreamTask(Task):
             raise RecipeError(f"task kws-stream: {exc}") from None
         super().__init__(recipe, model, device, splits)
         self.roles = roles
-        self.objective = ContinuousObjective(model) if self.roles else StreamObjective(model)
+        self.teacher = load_embeddings(recipe.distill.teacher) if recipe.distill.teacher else None
+        self.objective = (
+            ContinuousObjective(model, recipe.distill.weight) if self.roles else StreamObjective(model)
+        )
         self.noises = [torch.as_tensor(n, dtype=torch.float32) for n in splits.noises]
         self.deploy_block = self.objective.deploy_block
 
@@ -142,9 +181,29 @@ class KwsStreamTask(Task):
             audio = mix_background(audio, self.noises, tuple(aug.background_snr_db), aug.background_probability,
                                    signal_power=rows.word_power, generator=generator)  # fmt: skip
         fbank = self.augment_features(stream_frames(self.model, audio, self.frontend, block), generator)
-        targets = block_targets(rows.words, audio.shape[0], audio.shape[1] // step_samples, block,
-                                self.model.config.head_window, self.roles)  # fmt: skip
-        return {"fbank": fbank, "targets": targets.to(self.device), "block": block}
+        blocks = audio.shape[1] // step_samples
+        targets = block_targets(
+            rows.words, audio.shape[0], blocks, block, self.model.config.head_window, self.roles
+        )
+        inputs = {"fbank": fbank, "targets": targets.to(self.device), "block": block}
+        if self.teacher is not None:
+            inputs.update(self._teacher_inputs(rows, batch.paths, blocks, block))
+        return inputs
+
+    def _teacher_inputs(self, rows: Rows, paths: list[str], blocks: int, block: int) -> dict[str, Tensor]:
+        """Where the head holds one whole word, and the teacher's embedding of that word's clip."""
+        assert self.teacher is not None
+        held = block_words(rows.words, rows.audio.shape[0], blocks, block, self.model.config.head_window)
+        at = torch.nonzero(held >= 0)
+        keys = [clip_key(paths[int(rows.sources[i])]) for i in held[at[:, 0], at[:, 1]].tolist()]
+        missing = next((k for k in keys if k not in self.teacher), None)
+        if missing is not None:
+            raise RecipeError(
+                f"clip {missing} has no teacher embedding in {self.recipe.distill.teacher}: "
+                "make them for this data set with python -m ssamba_training.teacher"
+            )
+        to = torch.from_numpy(np.stack([self.teacher[k] for k in keys])) if keys else torch.zeros(0, 1)
+        return {"distill_at": at.to(self.device), "distill_to": to.to(self.device)}
 
     def _at_block(self, block: int | None) -> Callable[[Tensor], Tensor]:
         mode = self.model.scan_mode(block)

@@ -57,6 +57,7 @@ class Rows:
     audio: Tensor
     words: Tensor  # (n, 4) int64
     word_power: Tensor  # (rows,) median mean-square power over the row's word spans; 0 for none
+    sources: Tensor  # (n,) int64: the batch index of each word's clip
 
 
 def build_rows(
@@ -86,6 +87,7 @@ def build_rows(
     ) * sample_rate
     pieces: list[list[Tensor]] = []
     words: list[tuple[int, int, int, int]] = []
+    sources: list[int] = []
     powers: list[list[float]] = []
     for slot, index in enumerate(order):
         row = slot // clips_per_row
@@ -99,12 +101,29 @@ def build_rows(
             continue
         span = word_span(clip.detach().cpu().numpy()) or (0, clip.shape[0])
         words.append((row, cursor + span[0], cursor + span[1], label))
+        sources.append(index)
         powers[row].append(float(clip[span[0] : span[1]].double().square().mean()))
     rows = [torch.cat(row) for row in pieces]
     length = -(-max(row.shape[0] for row in rows) // multiple_of) * multiple_of
     audio = torch.stack([torch.nn.functional.pad(row, (0, length - row.shape[0])) for row in rows])
     word_power = torch.tensor([float(np.median(p)) if p else 0.0 for p in powers], dtype=torch.float64)
-    return Rows(audio, torch.tensor(words, dtype=torch.long).reshape(-1, 4), word_power)
+    return Rows(
+        audio,
+        torch.tensor(words, dtype=torch.long).reshape(-1, 4),
+        word_power,
+        torch.tensor(sources, dtype=torch.long),
+    )
+
+
+def _head_windows(blocks: int, block: int, window: int) -> tuple[Tensor, Tensor]:
+    """[start, end) tokens of the head's window at every block end."""
+    ends = torch.arange(1, blocks + 1) * block
+    return torch.clamp(ends - window, min=0), ends
+
+
+def _tokens(start: int, end: int, token_samples: int) -> tuple[int, int]:
+    """The tokens [first, last) that samples [start, end) occupy."""
+    return start // token_samples, -(-end // token_samples)
 
 
 def block_targets(
@@ -116,13 +135,12 @@ def block_targets(
     Block k's window holds tokens [max(0, end - window), end), end = (k + 1) * block; a word
     spanning samples [s, e) occupies tokens [s // token_samples, ceil(e / token_samples)).
     """
-    ends = torch.arange(1, blocks + 1) * block
-    starts = torch.clamp(ends - window, min=0)
+    starts, ends = _head_windows(blocks, block, window)
     targets = torch.full((rows, blocks), roles.silence, dtype=torch.long)
     whole_keyword = torch.full((rows, blocks), -1, dtype=torch.long)  # -2: two different keywords
     partial_keyword = torch.zeros(rows, blocks, dtype=torch.bool)
     for row, start, end, label in words.tolist():
-        first, last = start // token_samples, -(-end // token_samples)
+        first, last = _tokens(start, end, token_samples)
         overlaps = (first < ends) & (last > starts)
         if label not in roles.keywords:
             targets[row, overlaps] = roles.unknown
@@ -137,3 +155,19 @@ def block_targets(
     targets = torch.where(whole_keyword >= 0, whole_keyword, targets)
     targets[whole_keyword == -2] = IGNORE
     return targets
+
+
+def block_words(
+    words: Tensor, rows: int, blocks: int, block: int, window: int, token_samples: int = TOKEN_SAMPLES
+) -> Tensor:
+    """(rows, blocks) index into ``words`` of the one word the head's window holds whole, with no
+    part of any other word in it; -1 elsewhere. Distillation compares the head with the teacher there.
+    """
+    starts, ends = _head_windows(blocks, block, window)
+    whole = torch.full((rows, blocks), -1, dtype=torch.long)
+    touching = torch.zeros(rows, blocks, dtype=torch.long)
+    for index, (row, start, end, _label) in enumerate(words.tolist()):
+        first, last = _tokens(start, end, token_samples)
+        touching[row] += ((first < ends) & (last > starts)).long()
+        whole[row] = torch.where((first >= starts) & (last <= ends), index, whole[row])
+    return torch.where(touching == 1, whole, -1)
