@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssamba_training.data import KWS12_KEYWORDS as KEYWORDS
 from ssamba_training.data import UNKNOWN_LABEL
 from ssamba_training.teacher import load_embeddings
-
-KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 
 
 def split_of(data: Path) -> dict[str, str]:

@@ -2,9 +2,10 @@
 
 Every voice the model trains on is synthetic, and it learns their engines as much as the words. The
 ``speech_embedding`` model (Apache-2.0, inside the ``openwakeword`` 0.5.x wheel as two ONNX files)
-was trained on real speech from many speakers: a linear probe on its embedding classifies our
-keywords from engines it never saw about as well as from the training engines. Distillation (recipe
-``distill``) asks the student's head inputs to arrange words as the teacher does.
+was trained on real speech from many speakers: a linear probe on its embedding, fit on the training
+engines, reads our keywords from engines it never saw better than the student's own head does
+(``benchmarks/teacher_probe.py``). Distillation (recipe ``distill``) asks the student's head inputs
+to arrange words as the teacher does.
 
 The teacher runs once per data set, here, not in the training loop: each clip gets the mean
 embedding of the teacher's windows (0.76 s, every 80 ms) that hold its whole word (the nearest one
@@ -22,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ssamba_stream.audio import load_audio
 from ssamba_stream.errors import UserError
 
-from .stream_builder import word_span
+from .stream_builder import SAMPLE_RATE, word_span
 
-SAMPLE_RATE = 16000
 MEL_HOP = 160  # samples per mel frame
 WINDOW_FRAMES, WINDOW_STEP = 76, 8  # one embedding per 76 frames, every 8
 WINDOW_SAMPLES = WINDOW_FRAMES * MEL_HOP + 240  # the 400-sample FFT window of the last frame
@@ -82,8 +83,6 @@ class SpeechEmbedding:
 
 def embed_folder(root: Path, teacher: SpeechEmbedding, progress: bool = True) -> dict[str, np.ndarray]:
     """The word embedding of every clip under ``root`` (Speech Commands layout, noise folder skipped)."""
-    from ssamba_stream.audio import load_audio
-
     clips = sorted(p for p in root.glob("*/*.wav") if not p.parent.name.startswith("_"))
     if not clips:
         raise TeacherError(f"no word/*.wav clips under {root}: point --data at a Speech Commands layout")
