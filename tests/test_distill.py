@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_stream_rows import NO, RECIPES, SILENCE, TOKEN, UNKNOWN, YES, continuous_task, word_clips
+from test_stream_rows import LABELS, NO, RECIPES, SILENCE, TOKEN, UNKNOWN, YES, continuous_task, word_clips
+from torch.utils.data import ConcatDataset, Subset
 
+from ssamba_stream.model.registry import build_model
 from ssamba_training.config import RecipeError, load_recipe
-from ssamba_training.data import Batch
-from ssamba_training.kws_stream import similarity_mismatch
+from ssamba_training.data import Batch, ClipDataset, RoomReverb
+from ssamba_training.kws_stream import KwsStreamTask, similarity_mismatch
 from ssamba_training.optim import build_optimizer
+from ssamba_training.splits import Splits
 from ssamba_training.stream_rows import block_words
 from ssamba_training.teacher import (
     SpeechEmbedding,
@@ -114,6 +117,33 @@ def test_a_clip_without_a_teacher_embedding_is_named(tmp_path):
         task.prepare(batch, torch.Generator().manual_seed(0), batch_seed=0)
 
 
+def test_training_clips_without_teacher_embeddings_stop_the_run_at_start_up(tmp_path):
+    items = [("/d/yes/a.wav", YES), ("/d/no/b.wav", NO), ("/d/_background_noise_/n.wav", SILENCE)]
+    clips = ClipDataset(items, LABELS, 16000, 16000, random_crop=False, seed=0)
+    # Silence items are noise, never a held word: they need no embedding.
+    covered = teacher_file(tmp_path, ["yes/a.wav", "no/b.wav"])
+    recipe = load_recipe(
+        RECIPES / "kws-bundled-continuous.yaml",
+        ["model.depth=2", "model.embed_dim=32", f"distill.teacher={covered}"],
+    )
+    model = build_model("ssamba-kws", depth=2, embed_dim=32, num_classes=4, labels=LABELS, backward_block=8)
+    both = ConcatDataset([Subset(clips, [0, 2]), clips])  # as WithNegatives joins saved negatives
+    both.labels = LABELS
+    wrapped = RoomReverb(both, [np.ones(1)], 0.5)
+    KwsStreamTask(recipe, model, torch.device("cpu"), Splits(wrapped, None, None, LABELS))
+    partial = teacher_file(tmp_path, ["yes/a.wav"])
+    recipe = load_recipe(
+        RECIPES / "kws-bundled-continuous.yaml",
+        ["model.depth=2", "model.embed_dim=32", f"distill.teacher={partial}"],
+    )
+    with pytest.raises(RecipeError, match=r"clip no/b\.wav has no teacher embedding"):
+        KwsStreamTask(recipe, model, torch.device("cpu"), Splits(wrapped, None, None, LABELS))
+    with pytest.raises(RecipeError, match=r"2 training clips \(the first: no/b\.wav\) have no teacher"):
+        KwsStreamTask(
+            recipe, model, torch.device("cpu"), Splits(ConcatDataset([clips, clips]), None, None, LABELS)
+        )
+
+
 def test_distillation_settings_are_checked(tmp_path):
     with pytest.raises(RecipeError, match="set stream.row_clips > 0"):
         load_recipe(RECIPES / "kws-bundled-continuous.yaml", ["distill.teacher=t.npz", "stream.row_clips=0"])
@@ -147,6 +177,30 @@ def test_the_teacher_embeds_the_word_wherever_it_sits_in_the_clip(tmp_path):
     assert main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "t.npz"), "--threads", "1"]) == 0
     assert sorted(load_embeddings(tmp_path / "t.npz")) == ["stop/0.wav", "yes/0.wav", "yes/3000.wav"]
     assert len(embed_folder(tmp_path / "data", teacher, progress=False)) == 3
+
+
+@pytest.mark.skipif(not HAS_TEACHER, reason=NO_TEACHER)
+@pytest.mark.skipif(ESPEAK is None, reason=SKIP_REASON)
+def test_every_hop_embeddings_are_causal_and_the_same_however_the_calls_are_cut():
+    speech = synthesize_speech("yes")
+    audio = np.zeros(16000 * 4, dtype=np.float32)
+    audio[16000 : 16000 + speech.size] = speech
+    audio += np.random.default_rng(0).normal(0, 1e-3, audio.size).astype(np.float32)
+    teacher = SpeechEmbedding(threads=1)
+    rows = teacher.every_hop(audio)
+    assert rows.shape == (audio.size // 1280, 96) and np.isfinite(rows).all()
+    np.testing.assert_array_equal(teacher.every_hop(audio, batch=7), rows)
+    # Row i sees the audio up to sample 1280 (i + 1) and nothing later: a loud burst just after
+    # changes the next row, not this one.
+    louder = audio.copy()
+    louder[1280 * 20 :] += np.random.default_rng(1).normal(0, 0.5, louder.size - 1280 * 20).astype(np.float32)
+    changed = teacher.every_hop(louder)
+    np.testing.assert_array_equal(changed[:20], rows[:20])
+    assert np.abs(changed[20] - rows[20]).max() > 0.1
+    # The word changes the rows whose 0.78 s hold it, not those long before it.
+    quiet = teacher.every_hop(audio * (np.arange(audio.size) < 16000))
+    np.testing.assert_array_equal(quiet[:12], rows[:12])
+    assert np.abs(quiet[14:20] - rows[14:20]).max() > 0.1
 
 
 def test_the_teacher_command_names_a_folder_without_clips(tmp_path, capsys):

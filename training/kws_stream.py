@@ -24,13 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ssamba_stream.model.base import SpectrogramModel
 from ssamba_stream.model.streaming import block_samples, head_inputs, stream_frames
 
 from .augment import mix_background, prepend_past_audio, time_shift
 from .config import Recipe, RecipeError
-from .data import SILENCE_LABEL, UNKNOWN_LABEL, Batch
+from .data import SILENCE_LABEL, UNKNOWN_LABEL, Batch, ClipDataset, RoomReverb
 from .distributed import DistContext
 from .evaluation import Evaluation, classification_pass
 from .splits import Splits
@@ -143,6 +144,8 @@ class KwsStreamTask(Task):
         super().__init__(recipe, model, device, splits)
         self.roles = roles
         self.teacher = load_embeddings(recipe.distill.teacher) if recipe.distill.teacher else None
+        if self.teacher is not None:
+            self._check_teacher_covers(splits.train)
         self.objective = (
             ContinuousObjective(model, recipe.distill.weight) if self.roles else StreamObjective(model)
         )
@@ -190,6 +193,21 @@ class KwsStreamTask(Task):
             inputs.update(self._teacher_inputs(rows, batch.paths, blocks, block))
         return inputs
 
+    def _check_teacher_covers(self, train: Dataset) -> None:
+        """At start-up, not hours into the run: every word clip of the training set has an embedding."""
+        missing = [
+            key for key, label in _clip_items(train) if label != SILENCE_LABEL and key not in self.teacher
+        ]
+        if missing:
+            raise RecipeError(self._no_embedding(missing[0], len(missing)))
+
+    def _no_embedding(self, key: str, count: int = 1) -> str:
+        clips = f"clip {key} has" if count == 1 else f"{count} training clips (the first: {key}) have"
+        return (
+            f"{clips} no teacher embedding in {self.recipe.distill.teacher}: "
+            "make them for this data set with python -m ssamba_training.teacher"
+        )
+
     def _teacher_inputs(self, rows: Rows, paths: list[str], blocks: int, block: int) -> dict[str, Tensor]:
         """Where the head holds one whole word, and the teacher's embedding of that word's clip."""
         assert self.teacher is not None
@@ -197,11 +215,8 @@ class KwsStreamTask(Task):
         at = torch.nonzero(held >= 0)
         keys = [clip_key(paths[int(rows.sources[i])]) for i in held[at[:, 0], at[:, 1]].tolist()]
         missing = next((k for k in keys if k not in self.teacher), None)
-        if missing is not None:
-            raise RecipeError(
-                f"clip {missing} has no teacher embedding in {self.recipe.distill.teacher}: "
-                "make them for this data set with python -m ssamba_training.teacher"
-            )
+        if missing is not None:  # a batch from outside the checked training set
+            raise RecipeError(self._no_embedding(missing))
         to = torch.from_numpy(np.stack([self.teacher[k] for k in keys])) if keys else torch.zeros(0, 1)
         return {"distill_at": at.to(self.device), "distill_to": to.to(self.device)}
 
@@ -220,3 +235,18 @@ class KwsStreamTask(Task):
             accuracy=result.metrics[f"accuracy{deploy}"], loss=result.metrics[f"loss{deploy}"]
         )
         return result
+
+
+def _clip_items(dataset: Dataset) -> list[tuple[str, str]]:
+    """(clip key, label) of every item of a training set, through its wrappers (rooms, a labelled
+    fraction, saved negatives)."""
+    if isinstance(dataset, ClipDataset):
+        return [(clip_key(path), dataset.labels[label]) for path, label in dataset.items]
+    if isinstance(dataset, Subset):
+        inner = _clip_items(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    if isinstance(dataset, ConcatDataset):
+        return [item for part in dataset.datasets for item in _clip_items(part)]
+    if isinstance(dataset, RoomReverb):
+        return _clip_items(dataset.dataset)
+    return []  # a data set of other items: the batches are checked as they come
