@@ -28,9 +28,10 @@ from ssamba_stream.errors import UserError
 
 from .stream_builder import SAMPLE_RATE, word_span
 
-MEL_HOP = 160  # samples per mel frame
+MEL_HOP, MEL_FFT = 160, 512  # mel frame i covers samples [160 i, 160 i + 512)
 WINDOW_FRAMES, WINDOW_STEP = 76, 8  # one embedding per 76 frames, every 8
-WINDOW_SAMPLES = WINDOW_FRAMES * MEL_HOP + 240  # the 400-sample FFT window of the last frame
+WINDOW_SAMPLES = (WINDOW_FRAMES - 1) * MEL_HOP + MEL_FFT  # 0.78 s
+HOP = WINDOW_STEP * MEL_HOP  # 80 ms between embeddings
 PAD = SAMPLE_RATE // 2  # silence on each side, so that windows can hold a word at the clip's edge
 EMBEDDING_DIM = 96
 INSTALL = "pip install --no-deps openwakeword==0.5.1"
@@ -70,15 +71,46 @@ class SpeechEmbedding:
         """(96,) embedding of the word in a float clip in [-1, 1] (the whole clip if no word is found)."""
         span = word_span(audio) or (0, audio.size)
         padded = np.pad(audio.astype(np.float32) * 32767.0, (PAD, PAD))
-        mel = self.mel.run(None, {"input": padded[None]})[0].reshape(-1, 32) / 10.0 + 2.0
+        mel = self._mel(padded)
         starts = np.arange(0, mel.shape[0] - WINDOW_FRAMES + 1, WINDOW_STEP)
         first, last = (PAD + span[0]) / MEL_HOP, (PAD + span[1] - WINDOW_SAMPLES) / MEL_HOP
         holding = starts[(starts <= first) & (starts >= last)]
         if holding.size == 0:
             centre = (PAD + (span[0] + span[1]) / 2) / MEL_HOP - WINDOW_FRAMES / 2
             holding = starts[[int(np.argmin(np.abs(starts - centre)))]]
-        windows = np.stack([mel[s : s + WINDOW_FRAMES] for s in holding])[..., None].astype(np.float32)
-        return self.net.run(None, {"input_1": windows})[0].reshape(-1, EMBEDDING_DIM).mean(axis=0)
+        return self._embed(np.stack([mel[s : s + WINDOW_FRAMES] for s in holding])).mean(axis=0)
+
+    def every_hop(self, audio: np.ndarray, batch: int = 750) -> np.ndarray:
+        """(hops, 96): row i embeds the last 76 mel frames (0.78 s) of a float recording in [-1, 1]
+        up to sample 1280 * (i + 1), silence before its start, as openWakeWord streams them.
+
+        The mel model clamps each call's output 80 dB below that call's loudest value, so the frames
+        are made one hop (1280 samples and 352 of context) per call, as a live stream makes them:
+        a row never depends on later audio, however the recording is cut."""
+        hops = audio.size // HOP
+        behind = -(-(WINDOW_FRAMES - WINDOW_STEP) // WINDOW_STEP)  # earlier hops an embedding reaches into
+        context = MEL_FFT - MEL_HOP
+        padded = np.concatenate(
+            [np.zeros(behind * HOP + context, np.float32), audio.astype(np.float32) * 32767.0]
+        )
+        mel = np.concatenate(
+            [self._mel(padded[k * HOP : (k + 1) * HOP + context]) for k in range(behind + hops)]
+        )
+        first = (behind + 1) * WINDOW_STEP - WINDOW_FRAMES  # row 0's first frame
+        starts = range(first, first + WINDOW_STEP * hops, WINDOW_STEP)
+        windows = [mel[s : s + WINDOW_FRAMES] for s in starts]
+        rows = [self._embed(np.stack(windows[i : i + batch])) for i in range(0, hops, batch)]
+        return np.concatenate(rows) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)
+
+    def _mel(self, samples: np.ndarray) -> np.ndarray:
+        """(frames, 32) log-mel frames, one per 160 samples, scaled as openWakeWord scales them."""
+        return self.mel.run(None, {"input": samples[None]})[0].reshape(-1, 32) / 10.0 + 2.0
+
+    def _embed(self, windows: np.ndarray) -> np.ndarray:
+        """(n, 96) embeddings of (n, 76, 32) mel windows."""
+        return self.net.run(None, {"input_1": windows[..., None].astype(np.float32)})[0].reshape(
+            -1, EMBEDDING_DIM
+        )
 
 
 def embed_folder(root: Path, teacher: SpeechEmbedding, progress: bool = True) -> dict[str, np.ndarray]:
