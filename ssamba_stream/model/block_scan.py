@@ -7,7 +7,7 @@ step in plain tensor ops, it traces to a small ONNX/TensorRT graph and runs eage
 Layout: (batch, group, time, [state,] channel), channels innermost. Every large broadcast then
 multiplies contiguous rows of channels (onnxruntime's CPU kernels run such broadcasts several times
 faster than the 1-element spans of a (channel, time, state) layout), the per-step slices are
-contiguous, and the output's sum over states is one batched MatMul. The mixer produces its inputs
+contiguous, and each step's sum over states is one batched MatMul. The mixer produces its inputs
 in this layout (delta, B and C straight from MatMuls; u and z by small (B x 2d) transposes), so the
 graph moves no state-sized tensor between layouts.
 """
@@ -36,15 +36,25 @@ def block_scan(
 
     u, delta (already biased and softplus'd), z: (b, g, L, d); A: (g, n, d); B, C: (b, g, L, n);
     D: (g, 1, d); initial_state: (b, g, n, d). Returns y (b, g, L, d) and the last state (b, g, n, d).
+
+    Each step makes its own decay and input term from the step's small slices and reads its output
+    off the state at once, so no (b, g, L, n, d) tensor is ever made: at many streams per call
+    those no longer fit the caches, and splitting and concatenating them cost a fifth of the graph.
     """
     u, delta = u.float(), delta.float()
-    decay = torch.exp(delta.unsqueeze(3) * A.float().unsqueeze(1))  # (b, g, L, n, d)
-    drive = (delta * u).unsqueeze(3) * B.float().unsqueeze(-1)  # (b, g, L, n, d)
-    state = initial_state.float().unsqueeze(2)  # (b, g, 1, n, d)
-    states = []
-    for decay_t, drive_t in zip(decay.split(1, dim=2), drive.split(1, dim=2), strict=True):
-        state = decay_t * state + drive_t
-        states.append(state)
-    y = (C.float().unsqueeze(3) @ torch.cat(states, dim=2)).squeeze(3)  # (b, g, L, d)
+    A = A.float()
+    steps = zip(
+        delta.split(1, dim=2),  # (b, g, 1, d) each
+        (delta * u).split(1, dim=2),
+        B.float().transpose(2, 3).split(1, dim=3),  # (b, g, n, 1)
+        C.float().split(1, dim=2),  # (b, g, 1, n)
+        strict=True,
+    )
+    state = initial_state.float()
+    outputs = []
+    for delta_t, input_t, B_t, C_t in steps:
+        state = torch.exp(delta_t * A) * state + input_t * B_t
+        outputs.append(C_t @ state)
+    y = torch.cat(outputs, dim=2)  # (b, g, L, d)
     y = (y + u * D.float()) * F.silu(z.float())
-    return y, state.squeeze(2)
+    return y, state
