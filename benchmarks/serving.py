@@ -46,9 +46,9 @@ def _audio(streams: int, blocks: int, chunk: int) -> list[np.ndarray]:
     return [np.roll(example, -int(i * 0.37 * 16000))[: blocks * chunk] for i in range(streams)]
 
 
-def batched(audio, arrivals, max_wait: float) -> tuple[float, list[float], list[list], float]:
+def batched(model, audio, arrivals, max_wait: float) -> tuple[float, list[float], list[list], float]:
     """CPU seconds, latencies, events per stream and the mean batch of the engine under the server's policy."""
-    engine = MultiStreamEngine(DEFAULT_MODEL)
+    engine = MultiStreamEngine(model)
     chunk = engine.spec.chunk_samples
     streams = [engine.open() for _ in audio]
     index = {id(s): i for i, s in enumerate(streams)}
@@ -85,9 +85,9 @@ def batched(audio, arrivals, max_wait: float) -> tuple[float, list[float], list[
     return cpu, latencies, events, float(np.mean(sizes))
 
 
-def per_stream(audio, arrivals) -> tuple[float, list[float], list[list]]:
+def per_stream(model, audio, arrivals) -> tuple[float, list[float], list[list]]:
     """CPU seconds, latencies and events per stream with one batch-1 session per stream."""
-    first = StreamingSession(DEFAULT_MODEL)
+    first = StreamingSession(model)
     sessions = [first] + [copy.copy(first) for _ in audio[1:]]  # own state, one loaded graph
     for session in sessions:
         session.reset()
@@ -114,8 +114,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="audio per stream")
     parser.add_argument("--max-wait-ms", type=float, default=50.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="step graph with a free batch dimension")
     args = parser.parse_args()
-    spec = StreamingSession(DEFAULT_MODEL).spec
+    spec = StreamingSession(args.model).spec
     blocks = int(args.seconds / spec.block_seconds)
     audio_seconds = blocks * spec.block_seconds
     print(f"{platform.processor() or platform.machine()}, 1 thread; {audio_seconds:.2f} s of audio per stream, "
@@ -126,8 +127,8 @@ def main() -> None:
     for count in args.streams:
         audio = _audio(count, blocks, spec.chunk_samples)
         arrivals = _arrivals(count, blocks, spec.block_seconds, args.seed)
-        cpu_b, lat_b, events_b, batch = batched(audio, arrivals, args.max_wait_ms / 1000)
-        cpu_s, lat_s, events_s = per_stream(audio, arrivals)
+        cpu_b, lat_b, events_b, batch = batched(args.model, audio, arrivals, args.max_wait_ms / 1000)
+        cpu_s, lat_s, events_s = per_stream(args.model, audio, arrivals)
         same = all(
             [(e.time, e.label) for e in a] == [(e.time, e.label) for e in b]
             for a, b in zip(events_b, events_s, strict=True)
