@@ -17,10 +17,20 @@ import argparse
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from ssamba_stream.evaluation import DEFAULT_THRESHOLDS, best_within, match_events, run_stream, sweep
+from ssamba_stream.evaluation import (
+    DEFAULT_THRESHOLDS,
+    Occurrence,
+    StreamPosteriors,
+    best_within,
+    match_events,
+    run_stream,
+    sweep,
+)
+from ssamba_stream.kws import DetectorConfig
 
 BUDGETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 # The default sweep ends at 0.999; models on unseen voices reach <= 1 FA/h only above it.
@@ -37,26 +47,32 @@ def named_path(text: str) -> tuple[str, Path]:
 def score(model: Path, stream: Path) -> dict[str, object]:
     """One model pass over one stream: FRR at each budget, their mean, per-keyword misses at <= 2 FA/h."""
     run = run_stream(stream, stream.with_suffix(".csv"), model)
-    config = run.spotter.detector.config
-    points = sweep(run.posteriors, config, run.keywords, thresholds=THRESHOLDS)
+    return score_posteriors(run.posteriors, run.spotter.detector.config, run.keywords)
+
+
+def score_posteriors(
+    posteriors: StreamPosteriors, config: DetectorConfig, keywords: Sequence[Occurrence]
+) -> dict[str, object]:
+    """FRR at each budget over a threshold sweep at ``config``'s smoothing, their mean, the misses at 2 FA/h."""
+    points = sweep(posteriors, config, keywords, thresholds=THRESHOLDS)
     best = {budget: best_within(points, budget) for budget in BUDGETS}
     frrs = [1.0 if p is None else p.frr for p in best.values()]
     at_two = best[2.0]
     misses: dict[str, str] = {}
     if at_two is not None:
-        events = run.posteriors.events(replace(config, threshold=at_two.threshold, thresholds={}).checked())
-        missed = Counter(o.label for o in match_events(events, run.keywords, 1.0).missed)
-        spoken = Counter(o.label for o in run.keywords)
+        events = posteriors.events(replace(config, threshold=at_two.threshold, thresholds={}).checked())
+        missed = Counter(o.label for o in match_events(events, keywords, 1.0).missed)
+        spoken = Counter(o.label for o in keywords)
         misses = {label: f"{missed[label]}/{n}" for label, n in sorted(spoken.items())}
     mean = sum(frrs) / len(frrs)
     return {
-        "keywords": len(run.keywords),
-        "minutes": round(run.posteriors.seconds / 60, 1),
+        "keywords": len(keywords),
+        "minutes": round(posteriors.seconds / 60, 1),
         "smoothing": config.smoothing_blocks,
         "frr": {f"{b:g}": None if p is None else round(p.frr, 4) for b, p in best.items()},
         "threshold": {f"{b:g}": None if p is None else p.threshold for b, p in best.items()},
         "mean_frr": round(mean, 4),
-        "half_width_95": round(1.96 * math.sqrt(mean * (1 - mean) / len(run.keywords)), 4),
+        "half_width_95": round(1.96 * math.sqrt(mean * (1 - mean) / len(keywords)), 4),
         "missed_at_2_fa_per_hour": misses,
     }
 
