@@ -341,8 +341,11 @@ def test_ctrl_c_on_file_prints_the_summary_so_far(random_kws_model, tmp_path):
     # 20 minutes at 22.05 kHz: a 'resampled' note once it runs, and ~15 s of work, so a loaded
     # machine cannot finish the file before the signal arrives (5 minutes once did)
     sf.write(long, noise, 22050, subtype="PCM_16")
+    # A shell starting the suite as a background job ignores SIGINT in it, and the CLI inherits that
+    # (Python installs no Ctrl-C handler then): restore the default, as a terminal's foreground has.
     process = subprocess.Popen([*CLI, "file", str(long), "--model", str(random_kws_model)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     first = process.stderr.readline().decode()
     assert "resampled" in first, first
     process.send_signal(signal.SIGINT)
