@@ -32,7 +32,7 @@ from cross_engine import score_posteriors
 from torch import nn
 
 from ssamba_stream.audio import load_audio
-from ssamba_stream.evaluation import StreamPosteriors, read_ground_truth
+from ssamba_stream.evaluation import Occurrence, StreamPosteriors, read_ground_truth
 from ssamba_stream.kws import DetectorConfig
 from ssamba_stream.model.scan_mode import OFFLINE
 from ssamba_stream.model.ssamba import Block, SSAMBAConfig
@@ -60,13 +60,11 @@ def stream_embeddings(wav: Path, teacher: SpeechEmbedding) -> np.ndarray:
     return rows
 
 
-def hop_targets(wav: Path, hops: int) -> np.ndarray:
-    """Per-hop class (keyword index, BACKGROUND, or IGNORE) from the stream's labels."""
+def hop_targets(keywords: list[Occurrence], hops: int) -> np.ndarray:
+    """Per-hop class (keyword index, BACKGROUND, or IGNORE) from the stream's keyword occurrences."""
     targets = np.full(hops, BACKGROUND, np.int64)
     ends = (np.arange(hops) + 1) * HOP_SECONDS
-    for o in read_ground_truth(wav.with_suffix(".csv")):
-        if o.label not in KWS12_KEYWORDS:
-            continue
+    for o in keywords:
         targets[(ends >= o.start) & (ends <= o.end + SETTLED)] = IGNORE
         targets[(ends >= o.end) & (ends <= o.end + AFTER_END)] = KWS12_KEYWORDS.index(o.label)
     return targets
@@ -118,7 +116,9 @@ class Stream:
 
     wav: Path
     rows: torch.Tensor  # standardised embeddings
+    keywords: list[Occurrence]
     targets: np.ndarray
+    seconds: float  # audio length
 
     def posteriors(self, model: nn.Module, batch: int = 4096) -> StreamPosteriors:
         model.eval()
@@ -128,15 +128,13 @@ class Stream:
                 for hops in torch.arange(len(self.rows)).split(batch)
             ]
         model.train()
-        seconds = sf.info(str(self.wav)).frames / 16000
-        return StreamPosteriors(torch.cat(parts).numpy(), LABELS, HOP_SECONDS, seconds)
+        return StreamPosteriors(torch.cat(parts).numpy(), LABELS, HOP_SECONDS, self.seconds)
 
     def scores(self, model: nn.Module, smoothing: tuple[int, ...]) -> dict[int, dict[str, object]]:
         """cross_engine's figures at each smoothing length (in 80 ms hops)."""
         posteriors = self.posteriors(model)
-        keywords = [o for o in read_ground_truth(self.wav.with_suffix(".csv")) if o.label in KWS12_KEYWORDS]
         return {
-            s: score_posteriors(posteriors, DetectorConfig(smoothing_blocks=s).checked(), keywords)
+            s: score_posteriors(posteriors, DetectorConfig(smoothing_blocks=s).checked(), self.keywords)
             for s in smoothing
         }
 
@@ -152,7 +150,11 @@ def load_streams(
     if mean is None:
         every = torch.cat(raw)
         mean, std = every.mean(dim=0), every.std(dim=0) + 1e-6
-    streams = [Stream(p, (r - mean) / std, hop_targets(p, len(r))) for p, r in zip(paths, raw, strict=True)]
+    streams = []
+    for path, rows in zip(paths, raw, strict=True):
+        keywords = [o for o in read_ground_truth(path.with_suffix(".csv")) if o.label in KWS12_KEYWORDS]
+        seconds = sf.info(str(path)).duration
+        streams.append(Stream(path, (rows - mean) / std, keywords, hop_targets(keywords, len(rows)), seconds))
     return streams, mean, std
 
 
