@@ -1,11 +1,13 @@
-"""Forward+backward time of the native and chunked selective scans against the sequential reference.
+"""Forward+backward (or forward) time of the native and chunked selective scans against the sequential reference.
 
 All three run side by side in one process on the same inputs (a Mamba layer at initialisation:
-S4D-real A, softplus step sizes in [1e-3, 1e-1], D, z gate), interleaved repeat by repeat so that
-load from other processes hits both alike; the figure is the median of the repeats after warm-up.
+S4D-real A, softplus step sizes in [1e-3, 1e-1], D, z gate; the layer's channels-last layouts),
+interleaved repeat by repeat so that load from other processes hits both alike; the figure is the
+median of the repeats after warm-up.
 
     python benchmarks/scan_bench.py                       # L=1024, d_inner=384, d_state=16, batch 1 and 8
     python benchmarks/scan_bench.py --batch 4 --threads 1
+    python benchmarks/scan_bench.py --forward-only          # inference
 """
 
 from __future__ import annotations
@@ -24,45 +26,65 @@ from ssamba_stream.model.scan import DEFAULT_CHUNK_SIZE, selective_scan_chunked,
 
 
 def make_step(
-    fn: Callable, batch: int, length: int, d_inner: int, d_state: int, seed: int = 0
+    fn: Callable,
+    batch: int,
+    length: int,
+    d_inner: int,
+    d_state: int,
+    seed: int = 0,
+    backward: bool = True,
 ) -> Callable[[], None]:
-    """One training step's worth of scan work: forward, then backward into every input."""
+    """One training step's worth of scan work (forward, then backward into every input), or with
+    ``backward=False`` one inference forward under no_grad. The inputs come in a Mamba layer's
+    layouts: u, delta and z as (batch, d, L) views of (batch, L, d) tensors, B and C as views of
+    (batch, L, n) columns."""
     g = torch.Generator().manual_seed(seed)
     dt = torch.exp(torch.rand(d_inner, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
     leaves = {
-        "u": torch.randn(batch, d_inner, length, generator=g),
-        "delta": 0.1 * torch.randn(batch, d_inner, length, generator=g),
+        "u": torch.randn(batch, length, d_inner, generator=g),
+        "delta": 0.1 * torch.randn(batch, length, d_inner, generator=g),
         "A": -torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1),
-        "B": torch.randn(batch, d_state, length, generator=g),
-        "C": torch.randn(batch, d_state, length, generator=g),
+        "B": torch.randn(batch, length, d_state, generator=g),
+        "C": torch.randn(batch, length, d_state, generator=g),
         "D": torch.ones(d_inner),
-        "z": torch.randn(batch, d_inner, length, generator=g),
+        "z": torch.randn(batch, length, d_inner, generator=g),
         "delta_bias": dt + torch.log(-torch.expm1(-dt)),  # inverse softplus, as Mamba initialises it
     }
+    channels_last = ("u", "delta", "B", "C", "z")
     for v in leaves.values():
-        v.requires_grad_()
+        v.requires_grad_(backward)
     grad_out = torch.randn(batch, d_inner, length, generator=g)
 
     def step() -> None:
+        args = {k: v.transpose(1, 2) if k in channels_last else v for k, v in leaves.items()}
+        if not backward:
+            with torch.no_grad():
+                fn(**args, delta_softplus=True)
+            return
         for v in leaves.values():
             v.grad = None
-        out = fn(**leaves, delta_softplus=True)
-        out.backward(grad_out)
+        fn(**args, delta_softplus=True).backward(grad_out)
 
     return step
 
 
 def bench(
-    batch: int, length: int, d_inner: int, d_state: int, chunk_size: int, warmup: int, repeats: int
+    batch: int,
+    length: int,
+    d_inner: int,
+    d_state: int,
+    chunk_size: int,
+    warmup: int,
+    repeats: int,
+    backward: bool = True,
 ) -> None:
+    shape = dict(batch=batch, length=length, d_inner=d_inner, d_state=d_state, backward=backward)
     steps = {
-        "reference": make_step(selective_scan_ref, batch, length, d_inner, d_state),
-        "chunked": make_step(
-            lambda **kw: selective_scan_chunked(**kw, chunk_size=chunk_size), batch, length, d_inner, d_state
-        ),
+        "reference": make_step(selective_scan_ref, **shape),
+        "chunked": make_step(lambda **kw: selective_scan_chunked(**kw, chunk_size=chunk_size), **shape),
     }
     if native_scan_available():
-        steps["native"] = make_step(selective_scan_native, batch, length, d_inner, d_state)
+        steps["native"] = make_step(selective_scan_native, **shape)
     times: dict[str, list[float]] = {name: [] for name in steps}
     for i in range(warmup + repeats):
         for name, step in steps.items():
@@ -93,14 +115,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--forward-only", action="store_true", help="inference: the forward under no_grad")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     print(
-        f"torch {torch.__version__}, torch.get_num_threads()={torch.get_num_threads()}, forward+backward, median"
+        f"torch {torch.__version__}, torch.get_num_threads()={torch.get_num_threads()}, "
+        f"{'forward' if args.forward_only else 'forward+backward'}, median"
     )
     for batch in args.batch:
-        bench(batch, args.length, args.d_inner, args.d_state, args.chunk_size, args.warmup, args.repeats)
+        bench(
+            batch,
+            args.length,
+            args.d_inner,
+            args.d_state,
+            args.chunk_size,
+            args.warmup,
+            args.repeats,
+            backward=not args.forward_only,
+        )
     # Other processes on the cores stall every multi-threaded op of the chunked form: check this.
     print(f"load average (1 min) after the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 

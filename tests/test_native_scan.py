@@ -43,6 +43,16 @@ def _run(fn, args):
     return out, last, grads
 
 
+def _flipped_reference(**kwargs):
+    """The reference scan backward in time: out in time order, and the state after the first step."""
+    flip = {
+        k: v.flip(-1) if k in ("u", "delta", "B", "C", "z") and v is not None else v
+        for k, v in kwargs.items()
+    }
+    out, last = selective_scan_ref(**flip)
+    return out.flip(-1), last
+
+
 def _relative(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
@@ -91,6 +101,48 @@ def test_native_reads_channels_last_views_without_copies(bc):
     for name, got, want in zip([k for k, v in args.items() if v is not None], grads, want_grads, strict=True):
         got = got.transpose(-1, -2) if name in ("u", "delta", "z", "B", "C") else got
         assert _relative(got, want) <= 1e-4, name
+
+
+@pytest.mark.parametrize(
+    "batch,dim,n,length,blocks,with_state,with_z,with_d",
+    [
+        (2, 16, 16, 37, None, True, True, True),  # two groups of channels, the usual state size
+        (1, 8, 5, 40, None, False, False, False),  # another state size, no gate, no skip
+        (2, 16, 16, 37, 8, False, True, True),  # block-local backward blocks, L not a multiple
+        (2, 8, 16, 21, 21, True, True, True),  # one block over the whole row, from a state
+    ],
+)
+def test_channels_last_float_inputs_take_the_channel_vector_path(
+    batch, dim, n, length, blocks, with_state, with_z, with_d
+):
+    """Channels-last float inputs run with channels in the vector lanes, and the output comes back
+    as a view of a channels-last tensor: same values and gradients as the reference."""
+    args = _inputs(batch, dim, n, length, "variable", with_state, with_z, with_d)
+    views = dict(args)
+    with torch.no_grad():
+        for name in ("u", "delta", "z"):
+            if args[name] is not None:
+                views[name] = args[name].transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    if blocks is None:
+        want = _run(selective_scan_ref, args)
+    elif blocks == length:
+        want = _run(_flipped_reference, args)
+    else:
+        want = None
+    scan = partial(native_scan.selective_scan_native, reversed_blocks=blocks)
+    out, last, grads = _run(scan, views)
+    assert out.transpose(1, 2).is_contiguous(), "the channel-vector path was not taken"
+    if want is None:  # blocks: the values against flipped windows (the backward is the other cases')
+        plain = {k: v for k, v in args.items() if v is not None and k != "initial_state"}
+        reference = _blocks_flipped_through_reference(plain, blocks)
+        assert _relative(out, reference) <= 1e-5
+        return
+    want_out, want_last, want_grads = want
+    assert _relative(out, want_out) <= 1e-5 and _relative(last, want_last) <= 1e-5
+    for name, got, grad_want in zip(
+        [k for k, v in args.items() if v is not None], grads, want_grads, strict=True
+    ):
+        assert _relative(got, grad_want) <= 1e-4, name
 
 
 def test_native_survives_huge_steps():
@@ -229,12 +281,7 @@ def test_reversed_blocks_take_an_initial_state_only_as_one_block():
     with pytest.raises(ValueError, match="one block over the whole input"):
         native_scan.selective_scan_native(**{k: v.detach() for k, v in args.items()}, reversed_blocks=4)
 
-    def flipped_reference(**kw):
-        flip = {k: v.flip(-1) if k in ("u", "delta", "B", "C", "z") else v for k, v in kw.items()}
-        out, last = selective_scan_ref(**flip)
-        return out.flip(-1), last
-
-    want, want_last, want_grads = _run(flipped_reference, args)
+    want, want_last, want_grads = _run(_flipped_reference, args)
     got, got_last, got_grads = _run(partial(native_scan.selective_scan_native, reversed_blocks=7), args)
     assert _relative(got, want) <= 1e-5 and _relative(got_last, want_last) <= 1e-5
     for name, g, w in zip(args, got_grads, want_grads, strict=True):

@@ -1,9 +1,11 @@
 """Native CPU selective scan: the C++ kernel in csrc/selective_scan.cpp, compiled on first use
 (with csrc/conv_silu.cpp, the layer's conv, which native_conv.py wraps: one library, one build).
 
-Same contract as ``scan.selective_scan_ref``. The kernel runs one (batch, channel) row at a time,
-sequentially in time with the state in a local array, rows spread over torch's intra-op threads;
-its backward replays each row's forward, so memory stays O(output + batch * d * n) in both passes.
+Same contract as ``scan.selective_scan_ref``. The kernel runs sequentially in time with the state in
+a local array, channels spread over torch's intra-op threads: float inputs with contiguous channels
+(a Mamba layer's (batch, L, d) tensors as views) eight channels to a vector, the output then a view of
+a channels-last tensor; others one (batch, channel) row at a time. Its backward replays each row's
+forward, so memory stays O(output + batch * d * n) in both passes.
 
 Shipping: the .cpp is package data; ``torch.utils.cpp_extension.load`` compiles it with g++ and
 ninja on first use into ``~/.cache/ssamba_stream/torch-<version>-<machine>/`` (or under

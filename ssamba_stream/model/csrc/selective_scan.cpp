@@ -1,20 +1,24 @@
 // Selective scan of Mamba-1 (S6) on CPU, forward and backward, built on first use by native_scan.py.
 //
-// One (batch, channel) row at a time: time runs sequentially with the state (d_state values) in a
-// small local array, the loops over the state are plain C++ that the compiler vectorises (SSE/AVX on
-// x86_64, NEON on aarch64), and at::parallel_for spreads rows over threads. Memory is the outputs
-// plus, per thread, the row's states and decays (2 * L * d_state values) that the backward replays
-// in reverse: never (batch, d, L, d_state).
+// Time runs sequentially with the state in a small local array, and at::parallel_for spreads
+// channels over threads. Two forms of the forward:
+// - float inputs whose channels are contiguous (a Mamba layer's (batch, L, d) tensors, handed over
+//   as (batch, d, L) views) run kGroup channels at a time in the lanes of a vector (GroupForward):
+//   inputs read and the output written as they lie, the output as a view of a channels-last tensor;
+// - anything else, and the backward's replay, run one (batch, channel) row at a time, the loops over
+//   the state vectorised by the compiler (SSE/AVX on x86_64, NEON on aarch64).
+// Memory is the outputs plus, per thread, the row's states and decays (2 * L * d_state values)
+// that the backward replays in reverse: never (batch, d, L, d_state).
 //
 // Layouts (one dtype, float or double): u, dt, z (batch, d, L) with any strides, so that the
 // channels-last (batch, L, d) tensors of a Mamba layer come in as the views they are, without a
-// transposing copy: a thread stages a tile of kTile rows at a time into contiguous buffers by a
-// blocked transpose (reading one row's strided time steps instead costs a TLB miss every step or
-// two and is slower than torch's copy). B and C are either fixed (d, n) or time-major
-// (batch, groups, L, n) with any batch, group and time strides and contiguous n; the rest is
-// contiguous: out and the gradients (batch, d, L), A (d, n), D (d), delta_bias (d), states
-// (batch, d, n). The step size is softplus(delta + delta_bias), computed per tile into the staging
-// buffer by a pass that vectorises (a libm call per time step inside the scan would cost more than
+// transposing copy: in the row form, a thread stages a tile of kTile rows at a time into
+// contiguous buffers by a blocked transpose (reading one row's strided time steps instead costs a
+// TLB miss every step or two and is slower than torch's copy). B and C are either fixed (d, n) or
+// time-major (batch, groups, L, n) with any batch, group and time strides and contiguous n; the
+// rest is contiguous: out (batch, d, L) from the row form, the gradients (batch, d, L), A (d, n),
+// D (d), delta_bias (d), states (batch, d, n). The step size is softplus(delta + delta_bias),
+// computed in a pass of its own that vectorises (a libm call per time step inside the scan would cost more than
 // the step's state update); the backward returns the gradient of the raw delta, so no step-size
 // tensor is ever allocated.
 //
@@ -165,6 +169,16 @@ struct Problem {
       for (int64_t t = last; t >= start; --t) f(t, t == last);
     }
   }
+
+  // The time step at position i of the scan order.
+  int64_t time_at(int64_t i) const {
+    if (!block) return i;
+    const int64_t start = i / block * block;
+    return std::min(len, start + block) - 1 - (i - start);
+  }
+
+  // Whether the state restarts from zero before position i of the scan order: a block after the first.
+  bool restarts_at(int64_t i) const { return block && i >= block && i % block == 0; }
 
   // Whether the state restarts from zero before step t, the `first` step of a block after the first.
   bool zeroed_before(int64_t t, bool first) const { return first && block && t >= block; }
@@ -318,17 +332,174 @@ void check_layouts(const Tensor& A, const Tensor& B, const Tensor& C, const OptT
     TORCH_CHECK(M->dim() == 2 ? M->is_contiguous() : M->stride(3) == 1, "B and C need contiguous n");
 }
 
+
+// The forward over channels-last float inputs (the (batch, L, d) views of a Mamba layer) runs
+// kGroup channels in the lanes of a Floats: each step's output is then a vertical sum over the
+// state, in registers, with no reduction across lanes, and the inputs and outputs are read and
+// written as they lie, with no staging or transposing copy.
+constexpr int64_t kGroup = ssamba::kFloatLanes;
+
+// Steps of scan order that a task's groups run through together (see GroupForward).
+constexpr int64_t kSegment = 16;
+
+using ssamba::Floats;
+using ssamba::load;
+using ssamba::store;
+
+// One step of a group over the n states (state-major (n, kGroup) A and h): h = exp(step A) h + x B_t,
+// returns C_t . h per channel. Two partial sums halve the sum's dependency chain.
+template <int64_t N>
+inline Floats group_step(int64_t n, const float* __restrict__ At, Floats step, Floats x,
+                         const float* __restrict__ Bt, const float* __restrict__ Ct, float* __restrict__ h) {
+  if (N) n = N;
+  Floats even{}, odd{};
+  int64_t k = 0;
+  for (; k + 1 < n; k += 2) {
+    const Floats h0 = exp_approx(step * load(At + k * kGroup)) * load(h + k * kGroup) + x * Bt[k];
+    const Floats h1 = exp_approx(step * load(At + (k + 1) * kGroup)) * load(h + (k + 1) * kGroup) + x * Bt[k + 1];
+    store(h + k * kGroup, h0);
+    store(h + (k + 1) * kGroup, h1);
+    even += Ct[k] * h0;
+    odd += Ct[k + 1] * h1;
+  }
+  if (k < n) {
+    const Floats h0 = exp_approx(step * load(At + k * kGroup)) * load(h + k * kGroup) + x * Bt[k];
+    store(h + k * kGroup, h0);
+    even += Ct[k] * h0;
+  }
+  return even + odd;
+}
+
+// The forward of groups [g0, g1) of kGroup channels of batch b. Time goes in segments of kSegment
+// steps of scan order, each run through by every group of the task before the next segment, so
+// that a time step's inputs and outputs are touched as whole rows while they are in cache. Each
+// segment's step sizes and inputs x = step * u come first, in a pass whose steps are independent
+// (inside the scan, each step's softplus would sit on the critical path). Writes y into out
+// (batch, L, d) and the last states into last (batch, d, n).
+struct GroupForward {
+  const Problem<float>& p;
+  float* out;
+  float* last;
+
+  static int64_t work_size(int64_t dim, int64_t n) { return 2 * dim * n + 2 * kSegment * dim; }
+
+  void run(int64_t b, int64_t g0, int64_t g1, float* __restrict__ work) const {
+    const int64_t n = p.n, d0 = g0 * kGroup, width = (g1 - g0) * kGroup;
+    float* __restrict__ At = work;  // per group (n, kGroup), state-major
+    float* __restrict__ h = At + width * n;
+    float* __restrict__ steps = h + width * n;  // (kSegment, width)
+    float* __restrict__ xs = steps + kSegment * width;
+    for (int64_t c = 0; c < width; ++c)
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t slot = (c / kGroup * n + k) * kGroup + c % kGroup;
+        At[slot] = p.A[(d0 + c) * n + k];
+        h[slot] = p.h0 ? p.h0[(b * p.dim + d0 + c) * n + k] : 0.0f;
+      }
+    for (int64_t i0 = 0; i0 < p.len; i0 += kSegment) {
+      const int64_t i1 = std::min(p.len, i0 + kSegment);
+      inputs(b, d0, width, i0, i1, steps, xs);
+      if (n == 16) {  // Mamba's default: a fixed state size unrolls the loop over it
+        segment<16>(b, g0, g1, i0, i1, work);
+      } else {
+        segment<0>(b, g0, g1, i0, i1, work);
+      }
+    }
+    for (int64_t c = 0; c < width; ++c)
+      for (int64_t k = 0; k < n; ++k) last[(b * p.dim + d0 + c) * n + k] = h[(c / kGroup * n + k) * kGroup + c % kGroup];
+  }
+
+  // Groups [g0, g1) through scan positions [i0, i1), from the state, step sizes and inputs in work
+  // (run's layout); N > 0 when it is the state size.
+  template <int64_t N>
+  void segment(int64_t b, int64_t g0, int64_t g1, int64_t i0, int64_t i1, float* __restrict__ work) const {
+    const int64_t n = N ? N : p.n, d0 = g0 * kGroup, width = (g1 - g0) * kGroup;
+    const float* __restrict__ At = work;
+    float* __restrict__ h = work + width * n;
+    const float* __restrict__ steps = h + width * n;
+    const float* __restrict__ xs = steps + kSegment * width;
+    const float* Bp = p.bc(p.B, b, d0);
+    const float* Cp = p.bc(p.C, b, d0);
+    for (int64_t g = 0; g < g1 - g0; ++g) {
+      const int64_t d = d0 + g * kGroup;
+      float* __restrict__ hg = h + g * n * kGroup;
+      const float* ug = p.u.row(b, d);
+      const float* zg = p.z ? p.z.row(b, d) : nullptr;
+      float* yg = out + b * p.len * p.dim + d;
+      const Floats Dg = p.D ? load(p.D + d) : Floats{};
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t t = p.time_at(i), slot = (i - i0) * width + g * kGroup;
+        if (p.restarts_at(i)) std::fill(hg, hg + n * kGroup, 0.0f);
+        Floats y = Dg * load(ug + t * p.u.step) + group_step<N>(n, At + g * n * kGroup, load(steps + slot),
+                                                                load(xs + slot), Bp + t * p.B.step,
+                                                                Cp + t * p.C.step, hg);
+        if (zg) {
+          const Floats z = load(zg + t * p.z.step);
+          y *= z * sigmoid(z);
+        }
+        store(yg + t * p.dim, y);
+      }
+    }
+  }
+
+  // Step sizes and x = step * u of channels [d0, d0 + width) at scan positions [i0, i1), into
+  // (i1 - i0, width) rows.
+  void inputs(int64_t b, int64_t d0, int64_t width, int64_t i0, int64_t i1, float* __restrict__ steps,
+              float* __restrict__ xs) const {
+    const float* ur = p.u.row(b, d0);
+    const float* dr = p.dt.row(b, d0);
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t t = p.time_at(i);
+      for (int64_t c = 0; c < width; c += kGroup) {
+        Floats step = load(dr + t * p.dt.step + c);
+        if (p.bias) step += load(p.bias + d0 + c);
+        if (p.use_softplus) step = softplus(step);
+        store(steps + (i - i0) * width + c, step);
+        store(xs + (i - i0) * width + c, step * load(ur + t * p.u.step + c));
+      }
+    }
+  }
+};
+
+// The forward through GroupForward, into out (a (batch, d, L) view of a channels-last tensor):
+// false, with nothing done, unless the problem suits it: float, contiguous channels, whole groups,
+// time-varying B and C with each group of channels inside one of their groups.
+template <typename T>
+bool forward_in_groups(const Problem<T>&, Tensor&, T*) {
+  return false;
+}
+
+bool forward_in_groups(const Problem<float>& p, Tensor& out, float* last) {
+  const bool rows = p.u.sd == 1 && p.dt.sd == 1 && (!p.z || p.z.sd == 1);
+  const auto fits = [&](const Projection<float>& M) { return M.groups != 0 && (p.dim / M.groups) % kGroup == 0; };
+  if (!rows || p.dim % kGroup != 0 || !fits(p.B) || !fits(p.C)) return false;
+  Tensor channels_last = torch::empty({p.batch, p.len, p.dim}, torch::kFloat);
+  const int64_t groups = p.dim / kGroup;
+  const GroupForward forward{p, channels_last.data_ptr<float>(), last};
+  at::parallel_for(0, p.batch * groups, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> work(GroupForward::work_size(p.dim, p.n));
+    for (int64_t i = begin; i < end;) {  // the task's groups, one batch element at a time
+      const int64_t b = i / groups, g1 = std::min(end - b * groups, groups);
+      forward.run(b, i % groups, g1, work.data());
+      i = b * groups + g1;
+    }
+  });
+  out = channels_last.transpose(1, 2);
+  return true;
+}
+
 std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& B,
                                  const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& bias,
                                  bool softplus, const OptTensor& h0, int64_t block) {
-  Tensor out = empty_like_rows(u);
   Tensor last = torch::empty({u.size(0), u.size(1), A.size(1)}, u.options());
   check_layouts(A, B, C, D, bias, h0, block);
   TORCH_CHECK(!block || !h0 || block >= u.size(2), "an initial state needs one block over the whole row");
+  Tensor out;
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward", [&] {
     const Problem<scalar_t> p(u, dt, A, B, C, D, z, bias, softplus, h0, block);
-    scalar_t* out_p = out.data_ptr<scalar_t>();
     scalar_t* last_p = last.data_ptr<scalar_t>();
+    if (forward_in_groups(p, out, last_p)) return;
+    out = empty_like_rows(u);
+    scalar_t* out_p = out.data_ptr<scalar_t>();
     const int64_t tiles = tiles_per_batch(p.dim);
     at::parallel_for(0, p.batch * tiles, 1, [&](int64_t begin, int64_t end) {
       Tile<scalar_t> tile(p.len);
