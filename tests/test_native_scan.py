@@ -53,6 +53,15 @@ def _flipped_reference(**kwargs):
     return out.flip(-1), last
 
 
+def _channels_last_views(args):
+    """u, delta and z as (batch, d, L) views of (batch, L, d) leaves, as a Mamba layer passes them."""
+    views = dict(args)
+    for name in ("u", "delta", "z"):
+        if args.get(name) is not None:
+            views[name] = args[name].detach().transpose(1, 2).contiguous().requires_grad_().transpose(1, 2)
+    return views
+
+
 def _relative(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
@@ -108,41 +117,26 @@ def test_native_reads_channels_last_views_without_copies(bc):
     [
         (2, 16, 16, 37, None, True, True, True),  # two groups of channels, the usual state size
         (1, 8, 5, 40, None, False, False, False),  # another state size, no gate, no skip
-        (2, 16, 16, 37, 8, False, True, True),  # block-local backward blocks, L not a multiple
         (2, 8, 16, 21, 21, True, True, True),  # one block over the whole row, from a state
     ],
 )
 def test_channels_last_float_inputs_take_the_channel_vector_path(
     batch, dim, n, length, blocks, with_state, with_z, with_d
 ):
-    """Channels-last float inputs run with channels in the vector lanes, and the output comes back
-    as a view of a channels-last tensor: same values and gradients as the reference."""
+    """Channels-last float inputs run with channels in the vector lanes, forward and backward, and
+    the output and the gradients of u, delta and z come back as views of channels-last tensors:
+    same values and gradients as the reference (blocks: test_reversed_blocks_equal_flipped_windows)."""
     args = _inputs(batch, dim, n, length, "variable", with_state, with_z, with_d)
-    views = dict(args)
-    with torch.no_grad():
-        for name in ("u", "delta", "z"):
-            if args[name] is not None:
-                views[name] = args[name].transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
-    if blocks is None:
-        want = _run(selective_scan_ref, args)
-    elif blocks == length:
-        want = _run(_flipped_reference, args)
-    else:
-        want = None
+    reference = selective_scan_ref if blocks is None else _flipped_reference
+    want_out, want_last, want_grads = _run(reference, args)
     scan = partial(native_scan.selective_scan_native, reversed_blocks=blocks)
-    out, last, grads = _run(scan, views)
-    assert out.transpose(1, 2).is_contiguous(), "the channel-vector path was not taken"
-    if want is None:  # blocks: the values against flipped windows (the backward is the other cases')
-        plain = {k: v for k, v in args.items() if v is not None and k != "initial_state"}
-        reference = _blocks_flipped_through_reference(plain, blocks)
-        assert _relative(out, reference) <= 1e-5
-        return
-    want_out, want_last, want_grads = want
+    out, last, grads = _run(scan, _channels_last_views(args))
+    assert out.transpose(1, 2).is_contiguous(), "the channel-vector forward did not run"
+    assert grads[0].transpose(1, 2).is_contiguous(), "the channel-vector backward did not run"
     assert _relative(out, want_out) <= 1e-5 and _relative(last, want_last) <= 1e-5
-    for name, got, grad_want in zip(
-        [k for k, v in args.items() if v is not None], grads, want_grads, strict=True
-    ):
-        assert _relative(got, grad_want) <= 1e-4, name
+    names = [k for k, v in args.items() if v is not None]
+    for name, got, want in zip(names, grads, want_grads, strict=True):
+        assert _relative(got, want) <= 1e-4, name
 
 
 def test_native_survives_huge_steps():
@@ -237,23 +231,36 @@ def _blocks_flipped_through_reference(args, block):
     return torch.cat(parts, dim=-1)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
     "batch,dim,n,length,block",
-    [(2, 8, 4, 17, 8), (1, 4, 16, 5, 8), (2, 6, 4, 16, 1), (3, 8, 16, 33, 8), (2, 8, 5, 24, 3)],
+    [
+        (2, 8, 4, 17, 8),
+        (1, 4, 16, 5, 8),
+        (2, 6, 4, 16, 1),
+        (3, 8, 16, 33, 8),
+        (2, 8, 5, 24, 3),
+        (2, 16, 16, 37, 8),
+    ],
 )
-def test_reversed_blocks_equal_flipped_windows_in_value_and_gradient(batch, dim, n, length, block):
-    """The kernel's in-place block-local backward scan (L not a multiple of the block, L < block, block 1)."""
+def test_reversed_blocks_equal_flipped_windows_in_value_and_gradient(
+    batch, dim, n, length, block, channels_last
+):
+    """The kernel's in-place block-local backward scan (L not a multiple of the block, L < block, block
+    1), on (batch, d, L) rows and on the channels-last views a Mamba layer passes."""
     args = {
         k: v
         for k, v in _inputs(batch, dim, n, length, "variable", False, True, True).items()
         if v is not None
     }
     want = _blocks_flipped_through_reference(args, block)
-    got = native_scan.selective_scan_native(**args, delta_softplus=True, reversed_blocks=block)
+    inputs = _channels_last_views(args) if channels_last else args
+    got = native_scan.selective_scan_native(**inputs, delta_softplus=True, reversed_blocks=block)
     assert _relative(got, want) <= 1e-5
-    leaves = list(args.values())
-    want_grads = torch.autograd.grad((want * torch.cos(want)).sum(), leaves)
-    got_grads = torch.autograd.grad((got * torch.cos(got)).sum(), leaves)
+    want_grads = torch.autograd.grad((want * torch.cos(want)).sum(), list(args.values()))
+    got_grads = torch.autograd.grad((got * torch.cos(got)).sum(), list(inputs.values()))
+    if channels_last and dim % 8 == 0:  # whole groups of channels: the channel-vector form ran
+        assert got.transpose(1, 2).is_contiguous() and got_grads[0].transpose(1, 2).is_contiguous()
     for name, g, w in zip(args, got_grads, want_grads, strict=True):
         assert _relative(g, w) <= 1e-4, name
 
