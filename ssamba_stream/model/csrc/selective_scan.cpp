@@ -474,6 +474,8 @@ struct GroupBackward {
   const float* dlast;
   float *du, *ddt, *dz, *dA, *dD, *dh0;
 
+  // rows()'s work: dB and dC per lane, then group()'s (states, decays, three per-step and five
+  // per-state vectors).
   static int64_t work_size(int64_t len, int64_t n) { return (4 * len * n + 3 * len + 5 * n) * kGroup; }
 
   // Rows [r0, r0 + count) of batch b (whole groups); their dB and dC sums into the (L, n) slices.
@@ -482,11 +484,12 @@ struct GroupBackward {
     float* __restrict__ dBacc = work;  // (L, n, kGroup), per lane
     float* __restrict__ dCacc = dBacc + len * n * kGroup;
     std::fill(dBacc, dBacc + 2 * len * n * kGroup, 0.0f);
+    float* __restrict__ scratch = dCacc + len * n * kGroup;
     for (int64_t d = r0; d < r0 + count; d += kGroup) {
       if (n == 16) {
-        group<16>(b, d, work + 2 * len * n * kGroup);
+        group<16>(b, d, dBacc, dCacc, scratch);
       } else {
-        group<0>(b, d, work + 2 * len * n * kGroup);
+        group<0>(b, d, dBacc, dCacc, scratch);
       }
     }
     for (int64_t e = 0; e < len * n; ++e) {
@@ -500,12 +503,12 @@ struct GroupBackward {
     }
   }
 
-  // Channels [d, d + kGroup) of batch b; dB and dC per lane into the task's buffers (before `work`).
+  // Channels [d, d + kGroup) of batch b; dB and dC per lane into dBacc and dCacc. `work` holds
+  // the replay's states and decays and the group's per-step and per-state vectors.
   template <int64_t N>
-  void group(int64_t b, int64_t d, float* __restrict__ work) const {
+  void group(int64_t b, int64_t d, float* __restrict__ dBacc, float* __restrict__ dCacc,
+             float* __restrict__ work) const {
     const int64_t n = N ? N : p.n, len = p.len, size = n * kGroup;  // size: one (n, kGroup) state
-    float* __restrict__ dBacc = work - 2 * len * size;
-    float* __restrict__ dCacc = dBacc + len * size;
     float* __restrict__ H = work;  // (L, n, kGroup): the states, in scan order
     float* __restrict__ E = H + len * size;  // the decays exp(step A), likewise
     float* __restrict__ G = E + len * size;  // (L, kGroup): C . h, then dL/d(C . h)
