@@ -4,7 +4,7 @@
 Same contract as ``scan.selective_scan_ref``. The kernel runs sequentially in time with the state in
 a local array, channels spread over torch's intra-op threads: float inputs with contiguous channels
 (a Mamba layer's (batch, L, d) tensors as views) eight channels to a vector, the output then a view of
-a channels-last tensor; others one (batch, channel) row at a time. Its backward replays each row's
+a channels-last tensor; others one (batch, channel) row at a time. Its backward replays the
 forward, so memory stays O(output + batch * d * n) in both passes.
 
 Shipping: the .cpp is package data; ``torch.utils.cpp_extension.load`` compiles it with g++ and
