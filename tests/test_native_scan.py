@@ -149,6 +149,21 @@ def test_native_survives_huge_steps():
     assert all(torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_nan_step_size_stays_nan_where_the_reference_is(channels_last):
+    """The kernel's exp and softplus clamp their arguments but let NaN through: a NaN in delta
+    poisons the same outputs as in the reference scan, in the row and the channel-vector forms."""
+    args = _inputs(2, 8, 16, 12, "variable", False, True, True)
+    with torch.no_grad():
+        args["delta"][1, 3, 5] = float("nan")
+    inputs = _channels_last_views(args) if channels_last else args
+    with torch.no_grad():
+        want = selective_scan_ref(**args, delta_softplus=True)
+        got = native_scan.selective_scan_native(**inputs, delta_softplus=True)
+    assert torch.isnan(want).any()
+    assert torch.equal(torch.isnan(got), torch.isnan(want))
+
+
 def test_native_softplus_holds_over_the_whole_range():
     """The kernel's own softplus (no libm call) against torch's, from steps that vanish to huge ones."""
     args = _inputs(1, 4, 4, 801, "variable", False, True, True)
