@@ -141,22 +141,18 @@ def _warn_fallback(reason: str) -> None:
         )
 
 
-# The channels the kernel's channel-vector form runs together (kGroup in csrc/selective_scan.cpp): its
-# backward needs slices of whole groups.
-_CHANNEL_GROUP = 8
-
-
-def _parts(batch: int, dim: int, per_part_max: int) -> int:
+def _parts(batch: int, dim: int, per_part_max: int, group: int) -> int:
     """How many row slices per batch element the backward splits d into.
 
     Slices of time-varying B/C gradients cost L * n each, so as few as keep every thread busy: the
     slice size is a divisor of ``per_part_max`` (so that a slice lies inside one group of B/C),
-    whole channel groups where the divisors allow, the one with the shortest critical path
-    ceil(tasks / threads) * size, the largest among equals.
+    whole groups of ``group`` channels (the kernel's channel-vector form needs them) where the
+    divisors allow, the one with the shortest critical path ceil(tasks / threads) * size, the
+    largest among equals.
     """
     threads = torch.get_num_threads()
     sizes = [size for size in range(per_part_max, 0, -1) if per_part_max % size == 0]
-    sizes = [size for size in sizes if size % _CHANNEL_GROUP == 0] or sizes
+    sizes = [size for size in sizes if size % group == 0] or sizes
     best, best_cost = dim // per_part_max, math.inf
     for size in sizes:
         cost = math.ceil(batch * (dim // size) / threads) * size
@@ -189,7 +185,7 @@ class _NativeScan(torch.autograd.Function):
         out, last = kernels().forward(u, dt, A, B, C, D, z, bias, softplus, h0, block)
         ctx.save_for_backward(u, dt, A, B, C, D, z, bias, h0)
         ctx.softplus, ctx.block = softplus, block
-        ctx.channels_last = out.stride(1) == 1  # the channel-vector form ran: its backward reads dout so
+        ctx.channels_last = out.stride(1) == 1  # the channel-vector form ran
         return out, last
 
     @staticmethod
@@ -198,9 +194,10 @@ class _NativeScan(torch.autograd.Function):
         u, dt, A, B, C, D, z, bias, h0 = ctx.saved_tensors
         batch, dim, length = u.shape
         per_part = math.gcd(*(dim // M.shape[1] for M in (B, C) if M.dim() == 4), dim)
-        parts = _parts(batch, dim, per_part)
+        parts = _parts(batch, dim, per_part, kernels().channel_group)
         inputs = (u, dt, A, B, C, D, z, bias, ctx.softplus, h0, ctx.block)
-        dout = dout.transpose(1, 2).contiguous().transpose(1, 2) if ctx.channels_last else dout.contiguous()
+        if ctx.channels_last:  # the group backward reads it so; the row form makes its own contiguous copy
+            dout = dout.transpose(1, 2).contiguous().transpose(1, 2)
         grads = kernels().backward(*inputs, dout, dlast.contiguous(), parts)
         du, ddt, dA, dB, dC, dD, dz, dh0 = grads
 

@@ -7,8 +7,9 @@
 //   inputs read and the output written as they lie, the output as a view of a channels-last tensor;
 // - anything else, and the backward's replay, run one (batch, channel) row at a time, the loops over
 //   the state vectorised by the compiler (SSE/AVX on x86_64, NEON on aarch64).
-// Memory is the outputs plus, per thread, the row's states and decays (2 * L * d_state values)
-// that the backward replays in reverse: never (batch, d, L, d_state).
+// Memory is the outputs plus, per thread, the states and decays that the backward replays in
+// reverse (2 * L * d_state values per row; per group of kGroup rows, kGroup times that, and as
+// much again for dB and dC per lane): never (batch, d, L, d_state).
 //
 // Layouts (one dtype, float or double): u, dt, z (batch, d, L) with any strides, so that the
 // channels-last (batch, L, d) tensors of a Mamba layer come in as the views they are, without a
@@ -18,9 +19,9 @@
 // time-major (batch, groups, L, n) with any batch, group and time strides and contiguous n; the
 // rest is contiguous: out (batch, d, L) from the row form, the gradients (batch, d, L), A (d, n),
 // D (d), delta_bias (d), states (batch, d, n). The step size is softplus(delta + delta_bias),
-// computed in a pass of its own that vectorises (a libm call per time step inside the scan would cost more than
-// the step's state update); the backward returns the gradient of the raw delta, so no step-size
-// tensor is ever allocated.
+// computed in a pass of its own that vectorises (a libm call per time step inside the scan would
+// cost more than the step's state update); the backward returns the gradient of the raw delta, so
+// no step-size tensor is ever allocated.
 //
 // Blocks (`block` > 0): time splits into blocks of that many steps, and each block runs from its
 // last step to its first, from zero state (the first one from the initial state, which is only
@@ -332,7 +333,6 @@ void check_layouts(const Tensor& A, const Tensor& B, const Tensor& C, const OptT
     TORCH_CHECK(M->dim() == 2 ? M->is_contiguous() : M->stride(3) == 1, "B and C need contiguous n");
 }
 
-
 // The forward over channels-last float inputs (the (batch, L, d) views of a Mamba layer) runs
 // kGroup channels in the lanes of a Floats: each step's output is then a vertical sum over the
 // state, in registers, with no reduction across lanes, and the inputs and outputs are read and
@@ -345,6 +345,24 @@ constexpr int64_t kSegment = 16;
 using ssamba::Floats;
 using ssamba::load;
 using ssamba::store;
+
+// kGroup rows of a (rows, n) array from `rows` (or zeros without one) into the state-major
+// (n, kGroup) layout of a group's vectors, and back.
+inline void to_state_major(const float* rows, int64_t n, float* __restrict__ group) {
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t j = 0; j < kGroup; ++j) group[k * kGroup + j] = rows ? rows[j * n + k] : 0.0f;
+}
+
+inline void from_state_major(const float* __restrict__ group, int64_t n, float* rows) {
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t j = 0; j < kGroup; ++j) rows[j * n + k] = group[k * kGroup + j];
+}
+
+// The step sizes of a group from its raw delta: softplus(delta + bias), or without softplus the sum.
+inline Floats group_steps(const Problem<float>& p, const float* raw, Floats bias) {
+  const Floats sum = load(raw) + bias;
+  return p.use_softplus ? ssamba::softplus(sum) : sum;
+}
 
 // One step of a group over the n states (state-major (n, kGroup) A and h): h = exp(step A) h + x B_t,
 // returns C_t . h per channel. Two partial sums halve the sum's dependency chain.
@@ -392,12 +410,10 @@ struct GroupForward {
     float* __restrict__ h = At + width * n;
     float* __restrict__ steps = h + width * n;  // (kSegment, width)
     float* __restrict__ xs = steps + kSegment * width;
-    for (int64_t c = 0; c < width; ++c)
-      for (int64_t k = 0; k < n; ++k) {
-        const int64_t slot = (c / kGroup * n + k) * kGroup + c % kGroup;
-        At[slot] = p.A[(d0 + c) * n + k];
-        h[slot] = p.h0 ? p.h0[(b * p.dim + d0 + c) * n + k] : 0.0f;
-      }
+    for (int64_t d = d0; d < d0 + width; d += kGroup) {
+      to_state_major(p.A + d * n, n, At + (d - d0) * n);
+      to_state_major(p.h0 ? p.h0 + (b * p.dim + d) * n : nullptr, n, h + (d - d0) * n);
+    }
     for (int64_t i0 = 0; i0 < p.len; i0 += kSegment) {
       const int64_t i1 = std::min(p.len, i0 + kSegment);
       inputs(b, d0, width, i0, i1, steps, xs);
@@ -407,8 +423,7 @@ struct GroupForward {
         segment<0>(b, g0, g1, i0, i1, work);
       }
     }
-    for (int64_t c = 0; c < width; ++c)
-      for (int64_t k = 0; k < n; ++k) last[(b * p.dim + d0 + c) * n + k] = h[(c / kGroup * n + k) * kGroup + c % kGroup];
+    for (int64_t d = d0; d < d0 + width; d += kGroup) from_state_major(h + (d - d0) * n, n, last + (b * p.dim + d) * n);
   }
 
   // Groups [g0, g1) through scan positions [i0, i1), from the state, step sizes and inputs in work
@@ -453,9 +468,7 @@ struct GroupForward {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t t = p.time_at(i);
       for (int64_t c = 0; c < width; c += kGroup) {
-        Floats step = load(dr + t * p.dt.step + c);
-        if (p.bias) step += load(p.bias + d0 + c);
-        if (p.use_softplus) step = softplus(step);
+        const Floats step = group_steps(p, dr + t * p.dt.step + c, p.bias ? load(p.bias + d0 + c) : Floats{});
         store(steps + (i - i0) * width + c, step);
         store(xs + (i - i0) * width + c, step * load(ur + t * p.u.step + c));
       }
@@ -519,13 +532,10 @@ struct GroupBackward {
     float* __restrict__ zeros = h + size;        // the state where a block restarts
     float* __restrict__ lam = zeros + size;
     float* __restrict__ gA = lam + size;
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t j = 0; j < kGroup; ++j) {
-        const int64_t src = (b * p.dim + d + j) * n + k, dst = k * kGroup + j;
-        At[dst] = p.A[(d + j) * n + k];
-        h[dst] = p.h0 ? p.h0[src] : 0.0f;
-        lam[dst] = dlast ? dlast[src] : 0.0f;
-      }
+    const int64_t state = (b * p.dim + d) * n;  // the group's first row in (batch, d, n) states
+    to_state_major(p.A + d * n, n, At);
+    to_state_major(p.h0 ? p.h0 + state : nullptr, n, h);
+    to_state_major(dlast ? dlast + state : nullptr, n, lam);
     std::fill(zeros, zeros + size, 0.0f);
     std::fill(gA, gA + size, 0.0f);
     const float* ur = p.u.row(b, d);
@@ -535,8 +545,7 @@ struct GroupBackward {
     const Floats bias = p.bias ? load(p.bias + d) : Floats{};
     const Floats Dd = p.D ? load(p.D + d) : Floats{};
     for (int64_t t = 0; t < len; ++t) {
-      Floats step = load(dr + t * p.dt.step) + bias;
-      if (p.use_softplus) step = softplus(step);
+      const Floats step = group_steps(p, dr + t * p.dt.step, bias);
       store(steps + t * kGroup, step);
       store(xs + t * kGroup, step * load(ur + t * p.u.step));
     }
@@ -607,12 +616,8 @@ struct GroupBackward {
       store(ddt + (b * len + t) * p.dim + d, gdt);
       if (p.restarts_at(i)) std::fill(lam, lam + size, 0.0f);  // no gradient into the block before
     }
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t j = 0; j < kGroup; ++j) {
-        const int64_t dst = (b * p.dim + d + j) * n + k;
-        dh0[dst] = lam[k * kGroup + j];
-        dA[dst] = gA[k * kGroup + j];
-      }
+    from_state_major(lam, n, dh0 + state);
+    from_state_major(gA, n, dA + state);
     store(dD + b * p.dim + d, gD);
   }
 };
@@ -625,21 +630,13 @@ bool suits_groups(const Problem<float>& p) {
   return rows && p.dim % kGroup == 0 && fits(p.B) && fits(p.C);
 }
 
-// A (batch, d, L) view of a new channels-last tensor, for the group forms' outputs.
-template <typename T>
-Tensor channels_last_rows(const Problem<T>& p) {
-  return torch::empty({p.batch, p.len, p.dim}, c10::CppTypeToScalarType<T>::value).transpose(1, 2);
+// A (batch, d, L) view of a new channels-last float tensor, for the group forms' outputs.
+Tensor channels_last_rows(const Problem<float>& p) {
+  return torch::empty({p.batch, p.len, p.dim}, torch::kFloat).transpose(1, 2);
 }
 
-// The forward through GroupForward, into out: false, with nothing done, unless the problem is
-// float and suits_groups.
-template <typename T>
-bool forward_in_groups(const Problem<T>&, Tensor&, T*) {
-  return false;
-}
-
-bool forward_in_groups(const Problem<float>& p, Tensor& out, float* last) {
-  if (!suits_groups(p)) return false;
+// GroupForward over every group, into out (channels-last) and last.
+void forward_in_groups(const Problem<float>& p, Tensor& out, float* last) {
   out = channels_last_rows(p);
   const int64_t groups = p.dim / kGroup;
   const GroupForward forward{p, out.data_ptr<float>(), last};
@@ -651,7 +648,6 @@ bool forward_in_groups(const Problem<float>& p, Tensor& out, float* last) {
       i = b * groups + g1;
     }
   });
-  return true;
 }
 
 std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& B,
@@ -661,11 +657,17 @@ std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& dt, const Tensor
   check_layouts(A, B, C, D, bias, h0, block);
   TORCH_CHECK(!block || !h0 || block >= u.size(2), "an initial state needs one block over the whole row");
   Tensor out;
+  if (u.scalar_type() == torch::kFloat) {
+    const Problem<float> p(u, dt, A, B, C, D, z, bias, softplus, h0, block);
+    if (suits_groups(p)) {
+      forward_in_groups(p, out, last.data_ptr<float>());
+      return {out, last};
+    }
+  }
+  out = empty_like_rows(u);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward", [&] {
     const Problem<scalar_t> p(u, dt, A, B, C, D, z, bias, softplus, h0, block);
     scalar_t* last_p = last.data_ptr<scalar_t>();
-    if (forward_in_groups(p, out, last_p)) return;
-    out = empty_like_rows(u);
     scalar_t* out_p = out.data_ptr<scalar_t>();
     const int64_t tiles = tiles_per_batch(p.dim);
     at::parallel_for(0, p.batch * tiles, 1, [&](int64_t begin, int64_t end) {
@@ -799,27 +801,8 @@ struct Backward {
   }
 };
 
-// Gradients of every input (ddt of the raw delta; the caller sums it into delta_bias's).
-// Per-batch partial sums come back for the caller to reduce: dA
-// (batch, d, n), dD (batch, d), fixed dB/dC (batch, d, n); time-varying dB/dC as
-// (batch, parts, L, n) where part i holds the rows [i * d / parts, (i + 1) * d / parts), and
-// ``parts`` is chosen by the caller so that every part lies inside one group of B and of C.
-// Whether the backward runs in groups (GroupBackward): float, suits_groups, channels-last dout,
-// and each part of `parts` whole groups.
-template <typename T>
-bool grouped_backward(const Problem<T>&, const Rows<T>&, int64_t) {
-  return false;
-}
-
-bool grouped_backward(const Problem<float>& p, const Rows<float>& dout, int64_t parts) {
-  return suits_groups(p) && dout.sd == 1 && (p.dim / parts) % kGroup == 0;
-}
-
-// GroupBackward over (batch, parts) tasks of `rows` channels; the gradients' layouts are those of
-// scan_backward, with du, ddt and dz channels-last.
-template <typename T>
-void backward_in_groups(const Problem<T>&, const Rows<T>&, const T*, T*, T*, T*, T*, T*, T*, int64_t, T*, T*) {}
-
+// GroupBackward over (batch, parts) tasks of `rows` channels each; the gradients' layouts are those
+// of scan_backward, with du, ddt and dz channels-last.
 void backward_in_groups(const Problem<float>& p, const Rows<float>& dout, const float* dlast, float* du,
                         float* ddt, float* dz, float* dA, float* dD, float* dh0, int64_t rows, float* dB,
                         float* dC) {
@@ -834,6 +817,11 @@ void backward_in_groups(const Problem<float>& p, const Rows<float>& dout, const 
   });
 }
 
+// Gradients of every input (ddt of the raw delta; the caller sums it into delta_bias's).
+// Per-batch partial sums come back for the caller to reduce: dA
+// (batch, d, n), dD (batch, d), fixed dB/dC (batch, d, n); time-varying dB/dC as
+// (batch, parts, L, n) where part i holds the rows [i * d / parts, (i + 1) * d / parts), and
+// ``parts`` is chosen by the caller so that every part lies inside one group of B and of C.
 std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& B,
                                   const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& bias,
                                   bool softplus, const OptTensor& h0, int64_t block,
@@ -849,24 +837,39 @@ std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& dt, const Tenso
   };
   Tensor dB = grad_bc(B), dC = grad_bc(C);
   check_layouts(A, B, C, D, bias, h0, block);
+  const int64_t rows = dim / parts;
+  // The group form where the forward ran in groups: dout channels-last, parts of whole groups.
+  if (u.scalar_type() == torch::kFloat) {
+    const Problem<float> p(u, dt, A, B, C, D, z, bias, softplus, h0, block);
+    const Rows<float> douts(dout);
+    if (suits_groups(p) && douts.sd == 1 && rows % kGroup == 0) {
+      du = channels_last_rows(p);
+      ddt = channels_last_rows(p);
+      if (z) dz = channels_last_rows(p);
+      backward_in_groups(p, douts, dlast ? dlast->data_ptr<float>() : nullptr, du.data_ptr<float>(),
+                         ddt.data_ptr<float>(), z ? dz.data_ptr<float>() : nullptr, dA.data_ptr<float>(),
+                         dD.data_ptr<float>(), dh0.data_ptr<float>(), rows, dB.data_ptr<float>(),
+                         dC.data_ptr<float>());
+      return {du, ddt, dA, dB, dC, dD, dz, dh0};
+    }
+  }
+  du = empty_like_rows(u);
+  ddt = empty_like_rows(u);
+  if (z) dz = empty_like_rows(u);
+  const Tensor dout_rows = dout.contiguous();  // the row form reads (batch, d, L)
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_backward", [&] {
     const Problem<scalar_t> p(u, dt, A, B, C, D, z, bias, softplus, h0, block);
-    const bool groups = grouped_backward(p, Rows<scalar_t>(dout), parts);
-    const Tensor dout_rows = groups ? dout : dout.contiguous();  // the row form reads (batch, d, L)
-    const Rows<scalar_t> douts(dout_rows);
-    du = groups ? channels_last_rows(p) : empty_like_rows(u);
-    ddt = groups ? channels_last_rows(p) : empty_like_rows(u);
-    if (z) dz = groups ? channels_last_rows(p) : empty_like_rows(u);
-    const scalar_t* dlast_p = dlast ? dlast->data_ptr<scalar_t>() : nullptr;
-    auto ptr = [](Tensor& t) { return t.numel() ? t.data_ptr<scalar_t>() : nullptr; };
-    const int64_t rows = dim / parts;
-    if (groups) {
-      backward_in_groups(p, douts, dlast_p, ptr(du), ptr(ddt), ptr(dz), ptr(dA), ptr(dD), ptr(dh0), rows,
-                         ptr(dB), ptr(dC));
-      return;
-    }
-    const Backward<scalar_t> bw{p,     douts.data, dlast_p,  ptr(du), ptr(ddt), ptr(dz),
-                                ptr(dA), ptr(dB),  ptr(dC), ptr(dD), ptr(dh0)};
+    const Backward<scalar_t> bw{p,
+                                dout_rows.data_ptr<scalar_t>(),
+                                dlast ? dlast->data_ptr<scalar_t>() : nullptr,
+                                du.data_ptr<scalar_t>(),
+                                ddt.data_ptr<scalar_t>(),
+                                z ? dz.data_ptr<scalar_t>() : nullptr,
+                                dA.data_ptr<scalar_t>(),
+                                dB.data_ptr<scalar_t>(),
+                                dC.data_ptr<scalar_t>(),
+                                dD.data_ptr<scalar_t>(),
+                                dh0.data_ptr<scalar_t>()};
     at::parallel_for(0, batch * parts, 1, [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> work(Backward<scalar_t>::work_size(len, n));
       Tile<scalar_t> tile(len);
@@ -884,6 +887,7 @@ std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& dt, const Tenso
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.attr("channel_group") = kGroup;  // the channels of a group: the backward's parts are whole groups
   m.def("forward", &scan_forward, "selective scan forward: (out, last_state)");
   m.def("backward", &scan_backward, "selective scan backward: gradients of every input");
   m.def("conv_silu_forward", &ssamba::conv_silu_forward, "silu(depthwise conv1d), channels-last");
