@@ -53,12 +53,14 @@ def _flipped_reference(**kwargs):
     return out.flip(-1), last
 
 
-def _channels_last_views(args):
-    """u, delta and z as (batch, d, L) views of (batch, L, d) leaves, as a Mamba layer passes them."""
+def _channels_last_views(args, names=("u", "delta", "z")):
+    """The named inputs as views whose last two dimensions are swapped in memory, as a Mamba layer
+    passes them: u, delta, z (batch, d, L) of (batch, L, d) leaves, B, C of (batch, L, n) columns."""
     views = dict(args)
-    for name in ("u", "delta", "z"):
+    for name in names:
         if args.get(name) is not None:
-            views[name] = args[name].detach().transpose(1, 2).contiguous().requires_grad_().transpose(1, 2)
+            leaf = args[name].detach().transpose(-1, -2).contiguous().requires_grad_()
+            views[name] = leaf.transpose(-1, -2)
     return views
 
 
@@ -90,25 +92,12 @@ def test_native_reads_channels_last_views_without_copies(bc):
     """u, delta, z as (batch, d, L) views of (batch, L, d) tensors and B/C as views of (batch, L, n)
     columns, the layouts a Mamba layer hands over: same values and gradients as contiguous inputs."""
     args = _inputs(2, 8, 4, 19, bc, True, True, True)
-    views = dict(args)
-    with torch.no_grad():
-        for name in ("u", "delta", "z"):
-            views[name] = args[name].transpose(1, 2).contiguous().requires_grad_()
-        for name in ("B", "C"):
-            views[name] = args[name].transpose(-1, -2).contiguous().requires_grad_()
-
-    def as_contract(kwargs):
-        out = dict(kwargs)
-        for name in ("u", "delta", "z", "B", "C"):
-            out[name] = kwargs[name].transpose(-1, -2)
-        return out
-
-    assert not as_contract(views)["u"].is_contiguous() and as_contract(views)["B"].stride(-2) == 1
+    views = _channels_last_views(args, ("u", "delta", "z", "B", "C"))
+    assert not views["u"].is_contiguous() and views["B"].stride(-2) == 1
     want_out, want_last, want_grads = _run(selective_scan_ref, args)
-    out, last, grads = _run(lambda **kw: native_scan.selective_scan_native(**as_contract(kw)), views)
+    out, last, grads = _run(native_scan.selective_scan_native, views)
     assert _relative(out, want_out) <= 1e-5 and _relative(last, want_last) <= 1e-5
     for name, got, want in zip([k for k, v in args.items() if v is not None], grads, want_grads, strict=True):
-        got = got.transpose(-1, -2) if name in ("u", "delta", "z", "B", "C") else got
         assert _relative(got, want) <= 1e-4, name
 
 
