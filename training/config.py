@@ -160,6 +160,12 @@ class DistillSection:
 
 
 @dataclass
+class AdversarySection:
+    weight: float = 0.0  # > 0: an engine classifier whose gradient reaches the encoder reversed, times this
+    hidden: int = 256  # the engine classifier's hidden width
+
+
+@dataclass
 class EvalSection:
     every_steps: int = 0  # 0 = after every epoch
     split: str = "validation"  # the split that picks best/ and drives the plateau schedule
@@ -190,6 +196,7 @@ class Recipe:
     ssl: SSLSection = field(default_factory=SSLSection)
     stream: StreamSection = field(default_factory=StreamSection)
     distill: DistillSection = field(default_factory=DistillSection)
+    adversary: AdversarySection = field(default_factory=AdversarySection)
     eval: EvalSection = field(default_factory=EvalSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
 
@@ -350,6 +357,11 @@ def _check_choices(recipe: Recipe) -> None:
         raise RecipeError("distill.teacher works with task kws-stream on rows: set stream.row_clips > 0")
     if recipe.distill.weight < 0:
         raise RecipeError(f"distill.weight must be >= 0, got {recipe.distill.weight}")
+    if recipe.adversary.weight < 0 or recipe.adversary.hidden < 1:
+        raise RecipeError("adversary.weight must be >= 0 and adversary.hidden >= 1 "
+                          f"(got {recipe.adversary.weight} and {recipe.adversary.hidden})")  # fmt: skip
+    if recipe.adversary.weight > 0 and (recipe.task != "kws-stream" or not recipe.stream.row_clips):
+        raise RecipeError("adversary works with task kws-stream on rows: set stream.row_clips > 0")
 
 
 def build_recipe(raw: dict[str, Any]) -> Recipe:

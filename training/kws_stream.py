@@ -33,6 +33,7 @@ from .augment import mix_background, prepend_past_audio, time_shift
 from .config import Recipe, RecipeError
 from .data import SILENCE_LABEL, UNKNOWN_LABEL, Batch, ClipDataset, RoomReverb
 from .distributed import DistContext
+from .engine_adversary import CLIPS_TABLE, EngineAdversary, clip_engines
 from .evaluation import Evaluation, classification_pass
 from .splits import Splits
 from .stream_rows import IGNORE, LabelRoles, Rows, block_targets, block_words, build_rows
@@ -71,11 +72,14 @@ class StreamObjective(nn.Module):
 class ContinuousObjective(nn.Module):
     """DDP-wrappable forward: fbank of stream rows -> the head at every block end -> masked CE loss."""
 
-    def __init__(self, model: SpectrogramModel, distill_weight: float = 0.0) -> None:
+    def __init__(
+        self, model: SpectrogramModel, distill_weight: float = 0.0, adversary: EngineAdversary | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.deploy_block = model.config.backward_block
         self.distill_weight = distill_weight
+        self.adversary = adversary
 
     def forward(
         self,
@@ -85,9 +89,12 @@ class ContinuousObjective(nn.Module):
         scan: str = "auto",
         distill_at: Tensor | None = None,
         distill_to: Tensor | None = None,
+        adversary_at: Tensor | None = None,
+        adversary_engines: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """``distill_at`` (k, 2) row and block of head inputs to compare with the teacher's
-        embeddings ``distill_to`` (k, E) of the words they hold."""
+        embeddings ``distill_to`` (k, E) of the words they hold; ``adversary_at`` (j, 2) those whose
+        word's engine (``adversary_engines``, j indices) the engine adversary names."""
         hidden = self.model.forward_features(fbank, mode=self.model.scan_mode(block, scan))
         pooled = head_inputs(self.model, hidden, block)
         logits = self.model.classify(pooled).float()
@@ -106,6 +113,12 @@ class ContinuousObjective(nn.Module):
             mismatch = similarity_mismatch(student, distill_to)
             out["loss"] = loss + self.distill_weight * mismatch
             out["distill"] = mismatch.detach() * count
+        if self.adversary is not None and adversary_at is not None and adversary_engines is not None:
+            engine_loss, named = self.adversary(
+                pooled[adversary_at[:, 0], adversary_at[:, 1]], adversary_engines
+            )
+            out["loss"] = out["loss"] + engine_loss
+            out["engine_loss"], out["engine_accuracy"] = engine_loss.detach() * count, named * count
         return out
 
 
@@ -146,8 +159,13 @@ class KwsStreamTask(Task):
         self.teacher = load_embeddings(recipe.distill.teacher) if recipe.distill.teacher else None
         if self.teacher is not None:
             self._check_teacher_covers(splits.train)
+        self.engine_of: dict[str, int] = {}
+        if recipe.adversary.weight > 0:
+            self.auxiliary = self._engine_adversary(splits.train)
         self.objective = (
-            ContinuousObjective(model, recipe.distill.weight) if self.roles else StreamObjective(model)
+            ContinuousObjective(model, recipe.distill.weight, self.auxiliary)
+            if self.roles
+            else StreamObjective(model)
         )
         self.noises = [torch.as_tensor(n, dtype=torch.float32) for n in splits.noises]
         self.deploy_block = self.objective.deploy_block
@@ -189,9 +207,31 @@ class KwsStreamTask(Task):
             rows.words, audio.shape[0], blocks, block, self.model.config.head_window, self.roles
         )
         inputs = {"fbank": fbank, "targets": targets.to(self.device), "block": block}
-        if self.teacher is not None:
-            inputs.update(self._teacher_inputs(rows, batch.paths, blocks, block))
+        if self.teacher is not None or self.engine_of:
+            at, keys = self._held_words(rows, batch.paths, blocks, block)
+            if self.teacher is not None:
+                inputs.update(self._teacher_inputs(at, keys))
+            if self.engine_of:
+                inputs.update(self._adversary_inputs(at, keys))
         return inputs
+
+    def _engine_adversary(self, train: Dataset) -> EngineAdversary:
+        """The engine classifier over the engines of the training clips (``synth_clips.csv``)."""
+        try:
+            engine_by_key = clip_engines(self.recipe.data.root)
+        except ValueError as exc:
+            raise RecipeError(str(exc)) from None
+        keys = {key for key, label in _clip_items(train) if label != SILENCE_LABEL}
+        engines = tuple(sorted({engine_by_key[k] for k in keys if k in engine_by_key}))
+        if len(engines) < 2:
+            raise RecipeError(
+                f"adversary needs training words from two engines or more; {CLIPS_TABLE} of "
+                f"{self.recipe.data.root} gives {len(engines)} for this training split"
+            )
+        self.engine_of = {k: engines.index(engine_by_key[k]) for k in keys if k in engine_by_key}
+        width = self.model.config.embed_dim
+        section = self.recipe.adversary
+        return EngineAdversary(width, engines, section.hidden, section.weight).to(self.device)
 
     def _check_teacher_covers(self, train: Dataset) -> None:
         """At start-up, not hours into the run: every word clip of the training set has an embedding."""
@@ -208,17 +248,26 @@ class KwsStreamTask(Task):
             "make them for this data set with python -m ssamba_training.teacher"
         )
 
-    def _teacher_inputs(self, rows: Rows, paths: list[str], blocks: int, block: int) -> dict[str, Tensor]:
-        """Where the head holds one whole word, and the teacher's embedding of that word's clip."""
-        assert self.teacher is not None
+    def _held_words(self, rows: Rows, paths: list[str], blocks: int, block: int) -> tuple[Tensor, list[str]]:
+        """(row, block) of each head input that holds one whole word, and that word's clip key."""
         held = block_words(rows.words, rows.audio.shape[0], blocks, block, self.model.config.head_window)
         at = torch.nonzero(held >= 0)
-        keys = [clip_key(paths[int(rows.sources[i])]) for i in held[at[:, 0], at[:, 1]].tolist()]
+        return at, [clip_key(paths[int(rows.sources[i])]) for i in held[at[:, 0], at[:, 1]].tolist()]
+
+    def _teacher_inputs(self, at: Tensor, keys: list[str]) -> dict[str, Tensor]:
+        """The teacher's embedding of each held word's clip."""
+        assert self.teacher is not None
         missing = next((k for k in keys if k not in self.teacher), None)
         if missing is not None:  # a batch from outside the checked training set
             raise RecipeError(self._no_embedding(missing))
         to = torch.from_numpy(np.stack([self.teacher[k] for k in keys])) if keys else torch.zeros(0, 1)
         return {"distill_at": at.to(self.device), "distill_to": to.to(self.device)}
+
+    def _adversary_inputs(self, at: Tensor, keys: list[str]) -> dict[str, Tensor]:
+        """The held words whose engine is known (a clip missing from the table is left out)."""
+        known = [i for i, key in enumerate(keys) if key in self.engine_of]
+        engines = torch.tensor([self.engine_of[keys[i]] for i in known], dtype=torch.long)
+        return {"adversary_at": at[known].to(self.device), "adversary_engines": engines.to(self.device)}
 
     def _at_block(self, block: int | None) -> Callable[[Tensor], Tensor]:
         mode = self.model.scan_mode(block)

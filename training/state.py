@@ -6,7 +6,8 @@
 - ``optimizer.safetensors`` (per-parameter state tensors as ``state.<index>.<name>``) + ``optimizer.json``
   (param groups and any non-tensor state);
 - ``rng.safetensors``: every rank's global generator states as ``rank<r>.<name>`` (uint8 torch state, ...);
-- ``trainer.json``: epoch, step, batches done in the epoch, schedule, grad-scaler and best-metric state.
+- ``trainer.json``: epoch, step, batches done in the epoch, schedule, grad-scaler and best-metric state;
+- ``auxiliary.safetensors``: the task's trainable modules outside the model (an adversary), if any.
 
 Each directory is written atomically (temp dir + fsync + rename), so a kill leaves either the
 complete checkpoint or none; the newest ``keep`` are kept.
@@ -38,6 +39,7 @@ CHECKPOINTS_DIR = "checkpoints"
 STEP_PREFIX = "step-"
 OPTIMIZER_TENSORS, OPTIMIZER_JSON = "optimizer.safetensors", "optimizer.json"
 RNG_TENSORS, TRAINER_JSON = "rng.safetensors", "trainer.json"
+AUXILIARY_TENSORS = "auxiliary.safetensors"
 
 
 @dataclass
@@ -98,6 +100,7 @@ def save_checkpoint(
     rng_states: list[dict[str, Tensor]],
     keep: int,
     metadata: dict | None = None,
+    auxiliary: nn.Module | None = None,
 ) -> Path:
     """Write ``OUT/checkpoints/step-XXXXXXX/`` atomically and drop all but the newest ``keep``."""
     rng = {
@@ -114,6 +117,8 @@ def save_checkpoint(
         RNG_TENSORS: tensors_to_bytes(rng),
         TRAINER_JSON: _json_bytes(trainer),
     }
+    if auxiliary is not None:
+        files[AUXILIARY_TENSORS] = tensors_to_bytes(auxiliary.state_dict())
     target = write_directory_atomically(step_dir(out, progress.step), files)
     for old in list_checkpoints(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -192,7 +197,12 @@ class Restored:
 
 
 def load_checkpoint(
-    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rank: int, world_size: int
+    directory: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rank: int,
+    world_size: int,
+    auxiliary: nn.Module | None = None,
 ) -> Restored:
     """Load weights and optimizer state into the given objects; return the progress and this rank's RNG."""
     try:
@@ -200,6 +210,9 @@ def load_checkpoint(
         state = load_file(str(directory / WEIGHTS_FILE))
         load_state_strict(model, state, source=str(directory / WEIGHTS_FILE))
         _load_optimizer(optimizer, directory)
+        if auxiliary is not None:
+            path = directory / AUXILIARY_TENSORS
+            load_state_strict(auxiliary, load_file(str(path)), source=str(path))
         rng = load_file(str(directory / RNG_TENSORS))
     except (OSError, SafetensorError, json.JSONDecodeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"cannot resume from {directory}: {exc}") from None

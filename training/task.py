@@ -32,6 +32,9 @@ class Task:
     main_metric: ClassVar[str]
     ssl_heads: ClassVar[bool] = False  # the model gets the SSL prediction heads instead of a classifier
     objective: nn.Module
+    # Trainable modules of the objective outside the model (an adversary): optimised with it, kept in
+    # step checkpoints, never exported.
+    auxiliary: nn.Module | None = None
 
     def __init__(self, recipe: Recipe, model: SpectrogramModel, device: torch.device, splits: Splits) -> None:
         self.recipe = recipe

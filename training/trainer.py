@@ -110,7 +110,7 @@ class Trainer:
         self.model.to(context.device)
         say(self.main, describe_model(self.model))
         self.task = build_task(recipe, self.model, context.device, self.splits)
-        self.optimizer = build_optimizer(self.model, recipe.optim)
+        self.optimizer = build_optimizer(self.model, recipe.optim, self.task.auxiliary)
         self.sampler = EpochShuffleSampler(
             len(self.splits.train), recipe.seed, context.rank, context.world_size
         )
@@ -145,7 +145,8 @@ class Trainer:
         return torch.bfloat16 if self.recipe.amp == "bf16" else torch.float16
 
     def _resume(self, checkpoint: Path) -> None:
-        restored = load_checkpoint(checkpoint, self.model, self.optimizer, self.ctx.rank, self.ctx.world_size)
+        restored = load_checkpoint(checkpoint, self.model, self.optimizer, self.ctx.rank, self.ctx.world_size,
+                                   self.task.auxiliary)  # fmt: skip
         self.progress = restored.progress
         self.schedule.load_state_dict(self.progress.extra["schedule"])
         if self.scaler is not None and "scaler" in self.progress.extra:
@@ -351,7 +352,8 @@ class Trainer:
         if self.scaler is not None:
             p.extra["scaler"] = self.scaler.state_dict()
         save_checkpoint(self.out, self.model, self.optimizer, p, per_rank, self.recipe.checkpoint.keep,
-                        {"recipe": self.recipe.to_dict(), "epoch": p.epoch, "step": p.step})  # fmt: skip
+                        {"recipe": self.recipe.to_dict(), "epoch": p.epoch, "step": p.step},
+                        self.task.auxiliary)  # fmt: skip
 
     def _finish(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
