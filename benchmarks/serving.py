@@ -12,9 +12,10 @@ process on one CPU thread, side by side, on the bundled model:
 Arrivals follow a simulated clock, so the run takes only the compute time: each call's measured
 CPU time advances the clock, a block waits while the one thread is busy, and its latency is from
 its arrival to the end of the call that gave its result. Prints a Markdown table, and checks that
-both ways give the same events.
+both ways give the same events. ``--backend`` chooses the engine's backend (``openvino`` fuses the
+scan's elementwise chains), ``--per-stream-backend`` the sessions'; both default to onnxruntime.
 
-    python benchmarks/serving.py [--streams 1 8 32 128] [--seconds 10] [--max-wait-ms 50]
+    python benchmarks/serving.py [--streams 1 8 32 128] [--seconds 10] [--max-wait-ms 50] [--backend openvino]
 """
 
 from __future__ import annotations
@@ -46,9 +47,14 @@ def _audio(streams: int, blocks: int, chunk: int) -> list[np.ndarray]:
     return [np.roll(example, -int(i * 0.37 * 16000))[: blocks * chunk] for i in range(streams)]
 
 
-def batched(model, audio, arrivals, max_wait: float) -> tuple[float, list[float], list[list], float]:
+def batched(
+    model, audio, arrivals, max_wait: float, backend: str
+) -> tuple[float, list[float], list[list], float]:
     """CPU seconds, latencies, events per stream and the mean batch of the engine under the server's policy."""
-    engine = MultiStreamEngine(model)
+    engine = MultiStreamEngine(model, backend=backend)
+    for size in (1, 2, 4, 8, 16):  # compile-on-first-use backends (openvino) compile outside the timing
+        zeros = {"pcm": np.zeros((size, engine.spec.chunk_samples), np.float32)}
+        engine.backend.run(zeros | {s.name: s.zeros(size) for s in engine.spec.state})
     chunk = engine.spec.chunk_samples
     streams = [engine.open() for _ in audio]
     index = {id(s): i for i, s in enumerate(streams)}
@@ -85,9 +91,9 @@ def batched(model, audio, arrivals, max_wait: float) -> tuple[float, list[float]
     return cpu, latencies, events, float(np.mean(sizes))
 
 
-def per_stream(model, audio, arrivals) -> tuple[float, list[float], list[list]]:
+def per_stream(model, audio, arrivals, backend: str) -> tuple[float, list[float], list[list]]:
     """CPU seconds, latencies and events per stream with one batch-1 session per stream."""
-    first = StreamingSession(model)
+    first = StreamingSession(model, backend=backend)
     sessions = [first] + [copy.copy(first) for _ in audio[1:]]  # own state, one loaded graph
     for session in sessions:
         session.reset()
@@ -115,20 +121,27 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=50.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="step graph with a free batch dimension")
+    parser.add_argument("--backend", default="onnxruntime", help="the batching engine's backend")
+    parser.add_argument(
+        "--per-stream-backend", default="onnxruntime", help="the per-stream sessions' backend"
+    )
     args = parser.parse_args()
     spec = StreamingSession(args.model).spec
     blocks = int(args.seconds / spec.block_seconds)
     audio_seconds = blocks * spec.block_seconds
     print(f"{platform.processor() or platform.machine()}, 1 thread; {audio_seconds:.2f} s of audio per stream, "
-          f"blocks of {spec.block_seconds * 1000:.0f} ms, bounded wait {args.max_wait_ms:g} ms\n")  # fmt: skip
+          f"blocks of {spec.block_seconds * 1000:.0f} ms, bounded wait {args.max_wait_ms:g} ms; batched on "
+          f"{args.backend}, per stream on {args.per_stream_backend}\n")  # fmt: skip
     print("| streams | CPU ms per stream-second, batched | per stream | ratio | p99 latency batched | per stream "
           "| mean batch | events equal |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for count in args.streams:
         audio = _audio(count, blocks, spec.chunk_samples)
         arrivals = _arrivals(count, blocks, spec.block_seconds, args.seed)
-        cpu_b, lat_b, events_b, batch = batched(args.model, audio, arrivals, args.max_wait_ms / 1000)
-        cpu_s, lat_s, events_s = per_stream(args.model, audio, arrivals)
+        cpu_b, lat_b, events_b, batch = batched(
+            args.model, audio, arrivals, args.max_wait_ms / 1000, args.backend
+        )
+        cpu_s, lat_s, events_s = per_stream(args.model, audio, arrivals, args.per_stream_backend)
         same = all(
             [(e.time, e.label) for e in a] == [(e.time, e.label) for e in b]
             for a, b in zip(events_b, events_s, strict=True)

@@ -44,6 +44,7 @@ def wyoming(
             help="longest a ready block waits for other clients' blocks to share a model call",
         ),
     ] = 50.0,
+    backend: common.BackendOption = "onnxruntime",
     threads: common.ThreadsOption = 1,
     save_activations: common.SaveActivationsOption = None,
     verbose: Annotated[
@@ -63,7 +64,7 @@ def wyoming(
         raise UserError(f"--max-wait-ms must be >= 0, got {max_wait_ms}")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
     server = WakeServer(
-        served_models(model, model_dir), threads=threads, max_wait=max_wait_ms / 1000, threshold=threshold,
+        served_models(model, model_dir), backend=backend, threads=threads, max_wait=max_wait_ms / 1000, threshold=threshold,
         thresholds=parse_thresholds(thresholds), smoothing_blocks=smoothing, refractory_seconds=refractory,
         vad_hold_seconds=hold, save_activations=save_activations,
     )  # fmt: skip

@@ -6,6 +6,7 @@ get the same posteriors (within 1e-5) and the same events as an independent spot
 chunks.
 """
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +59,23 @@ def _reference(chunks: list[np.ndarray], rate: int, blocks: int | None = None):
     return posteriors, detect(posteriors, spotter.labels, spotter.block_seconds, spotter.detector.config)
 
 
-def test_streams_joining_and_leaving_get_what_independent_spotters_get():
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "onnxruntime",
+        pytest.param("openvino", marks=pytest.mark.skipif(
+            importlib.util.find_spec("openvino") is None, reason="pip install 'ssamba-stream[openvino]'"
+        )),
+    ],
+)  # fmt: skip
+def test_streams_joining_and_leaving_get_what_independent_spotters_get(backend):
+    # The reference spotters run onnxruntime; with openvino the engine's batches of 1-6 streams run as
+    # compiled batches of 1, 2 and 4, whose fused kernels round differently (posteriors within 1e-4).
+    tolerance = 1e-5 if backend == "onnxruntime" else 1e-4
     rng = np.random.default_rng(0)
     streams = _streams(load_audio(EXAMPLE, 16000))
     chunks = [_chunks(audio, rng) for audio, _ in streams]
-    engine = MultiStreamEngine()
+    engine = MultiStreamEngine(backend=backend)
     joins = [0, 0, 5, 12, 40, 200]  # the step at which each stream joins; stream 3 leaves at step 150
     handles: dict[int, object] = {}
     sent = [0] * len(streams)
@@ -102,10 +115,10 @@ def test_streams_joining_and_leaving_get_what_independent_spotters_get():
         assert [r.block for r in got] == list(range(len(got)))
         posteriors, events = _reference(chunks[i][: sent[i]], rate, len(got) if i == 3 else None)
         assert len(got) == len(posteriors) and len(got) > 100
-        np.testing.assert_allclose(np.array([r.posteriors for r in got]), posteriors, atol=1e-5)
+        np.testing.assert_allclose(np.array([r.posteriors for r in got]), posteriors, atol=tolerance)
         engine_events = [e for r in got for e in r.events]
         assert [(e.time, e.label) for e in engine_events] == [(e.time, e.label) for e in events]
-        assert np.allclose([e.score for e in engine_events], [e.score for e in events], atol=1e-5)
+        assert np.allclose([e.score for e in engine_events], [e.score for e in events], atol=tolerance)
         events_seen += len(events)
     assert events_seen >= 20
 

@@ -3,7 +3,7 @@
 A backend runs one step: a dict of named numpy inputs (pcm plus the state) to a dict of named
 numpy outputs (posteriors, logits, features, and ``<state>_out``). ``register_backend(name,
 factory)`` makes one available to sessions, the CLIs' ``--backend`` and the benchmarks. onnxruntime
-registers here; TensorRT (``tensorrt_backend.py``) and the PyTorch development backend
+registers here; OpenVINO (``openvino_backend.py``), TensorRT (``tensorrt_backend.py``) and the PyTorch development backend
 (``ssamba_export.torch_backend``, which needs torch and so lives outside the runtime) register
 themselves when their module is first imported, which happens when a session asks for them.
 """
@@ -38,10 +38,15 @@ class Backend(Protocol):
 BackendFactory = Callable[[Path, StreamModelSpec, int], Backend]  # (graph path, sidecar, CPU threads)
 _FACTORIES: dict[str, BackendFactory] = {}
 # Backends whose module registers them on import, imported only when asked for.
-_MODULES = {"tensorrt": "ssamba_stream.runtime.tensorrt_backend", "torch": "ssamba_export.torch_backend"}
+_MODULES = {
+    "openvino": "ssamba_stream.runtime.openvino_backend",
+    "tensorrt": "ssamba_stream.runtime.tensorrt_backend",
+    "torch": "ssamba_export.torch_backend",
+}
 _NEEDS = {
     "torch": "PyTorch: pip install 'ssamba-stream[export]'",
     "tensorrt": "TensorRT: pip install 'ssamba-stream[gpu]'",
+    "openvino": "OpenVINO: pip install 'ssamba-stream[openvino]'",
 }
 
 

@@ -70,6 +70,7 @@ class WakeServer:
         self,
         models: Sequence[Path],
         *,
+        backend: str = "onnxruntime",
         threads: int = 1,
         max_wait: float = 0.05,
         threshold: float | None = None,
@@ -86,7 +87,7 @@ class WakeServer:
         for path in models:
             labels = load_spec(path).labels
             engine = MultiStreamEngine(
-                path, threads=threads, threshold=threshold, smoothing_blocks=smoothing_blocks,
+                path, backend=backend, threads=threads, threshold=threshold, smoothing_blocks=smoothing_blocks,
                 thresholds={k: v for k, v in thresholds.items() if k in labels}, refractory_seconds=refractory_seconds,
                 vad_hold_seconds=vad_hold_seconds,
             )  # fmt: skip
