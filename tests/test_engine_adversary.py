@@ -128,7 +128,9 @@ def test_adversary_settings_and_tables_are_checked(tmp_path):
     assert adversary_task(tmp_path, items).auxiliary is None  # weight 0: off, no table needed
     with pytest.raises(RecipeError, match="adversary works with task kws-stream on rows"):
         load_recipe(RECIPES / "kws-bundled-continuous.yaml", ["adversary.weight=1", "stream.row_clips=0"])
-    with pytest.raises(RecipeError, match="adversary.weight must be >= 0 and adversary.hidden >= 1"):
+    with pytest.raises(
+        RecipeError, match="adversary.weight must be >= 0, adversary.hidden >= 1 and adversary.lr_scale > 0"
+    ):
         load_recipe(RECIPES / "kws-bundled-continuous.yaml", ["adversary.hidden=0"])
 
 

@@ -163,6 +163,7 @@ class DistillSection:
 class AdversarySection:
     weight: float = 0.0  # > 0: an engine classifier whose gradient reaches the encoder reversed, times this
     hidden: int = 256  # the engine classifier's hidden width
+    lr_scale: float = 1.0  # the classifier's learning rate, times the model's
 
 
 @dataclass
@@ -357,9 +358,9 @@ def _check_choices(recipe: Recipe) -> None:
         raise RecipeError("distill.teacher works with task kws-stream on rows: set stream.row_clips > 0")
     if recipe.distill.weight < 0:
         raise RecipeError(f"distill.weight must be >= 0, got {recipe.distill.weight}")
-    if recipe.adversary.weight < 0 or recipe.adversary.hidden < 1:
-        raise RecipeError("adversary.weight must be >= 0 and adversary.hidden >= 1 "
-                          f"(got {recipe.adversary.weight} and {recipe.adversary.hidden})")  # fmt: skip
+    if recipe.adversary.weight < 0 or recipe.adversary.hidden < 1 or recipe.adversary.lr_scale <= 0:
+        raise RecipeError("adversary.weight must be >= 0, adversary.hidden >= 1 and adversary.lr_scale > 0 (got "
+                          f"{recipe.adversary.weight}, {recipe.adversary.hidden}, {recipe.adversary.lr_scale})")  # fmt: skip
     if recipe.adversary.weight > 0 and (recipe.task != "kws-stream" or not recipe.stream.row_clips):
         raise RecipeError("adversary works with task kws-stream on rows: set stream.row_clips > 0")
 

@@ -162,6 +162,7 @@ class KwsStreamTask(Task):
         self.engine_of: dict[str, int] = {}
         if recipe.adversary.weight > 0:
             self.auxiliary = self._engine_adversary(splits.train)
+            self.auxiliary_lr_scale = recipe.adversary.lr_scale
         self.objective = (
             ContinuousObjective(model, recipe.distill.weight, self.auxiliary)
             if self.roles

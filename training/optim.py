@@ -49,13 +49,18 @@ def parameter_groups(
 
 
 def build_optimizer(
-    model: nn.Module, section: OptimSection, auxiliary: nn.Module | None = None
+    model: nn.Module,
+    section: OptimSection,
+    auxiliary: nn.Module | None = None,
+    auxiliary_lr_scale: float = 1.0,
 ) -> torch.optim.Optimizer:
     """Adam (L2 decay, as SSAST) or AdamW (decoupled decay) over :func:`parameter_groups`, plus a
     last group, without decay, for a task's ``auxiliary`` modules."""
     groups = parameter_groups(model, section.weight_decay, section.head_lr_scale, section.pool_lr_scale)
     if auxiliary is not None:
-        groups.append({"params": list(auxiliary.parameters()), "weight_decay": 0.0, "lr_scale": 1.0})
+        groups.append(
+            {"params": list(auxiliary.parameters()), "weight_decay": 0.0, "lr_scale": auxiliary_lr_scale}
+        )
     kind = torch.optim.AdamW if section.name == "adamw" else torch.optim.Adam
     return kind(groups, lr=section.lr, betas=tuple(section.betas), eps=section.eps)
 

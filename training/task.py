@@ -35,6 +35,7 @@ class Task:
     # Trainable modules of the objective outside the model (an adversary): optimised with it, kept in
     # step checkpoints, never exported.
     auxiliary: nn.Module | None = None
+    auxiliary_lr_scale: float = 1.0
 
     def __init__(self, recipe: Recipe, model: SpectrogramModel, device: torch.device, splits: Splits) -> None:
         self.recipe = recipe

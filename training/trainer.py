@@ -110,7 +110,9 @@ class Trainer:
         self.model.to(context.device)
         say(self.main, describe_model(self.model))
         self.task = build_task(recipe, self.model, context.device, self.splits)
-        self.optimizer = build_optimizer(self.model, recipe.optim, self.task.auxiliary)
+        self.optimizer = build_optimizer(
+            self.model, recipe.optim, self.task.auxiliary, self.task.auxiliary_lr_scale
+        )
         self.sampler = EpochShuffleSampler(
             len(self.splits.train), recipe.seed, context.rank, context.world_size
         )
