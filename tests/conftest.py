@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from model_fixtures import KWS_LABELS, export_random_model
@@ -21,3 +23,16 @@ def speech_16k() -> np.ndarray:
 def random_kws_model(tmp_path_factory):
     """(model.onnx path) of a random 12-keyword streaming model: fast to run, arbitrary events."""
     return export_random_model(tmp_path_factory.mktemp("random_kws"), KWS_LABELS)
+
+
+@pytest.fixture(
+    params=[
+        "onnxruntime",
+        pytest.param("openvino", marks=pytest.mark.skipif(
+            importlib.util.find_spec("openvino") is None, reason="pip install 'ssamba-stream[openvino]'"
+        )),
+    ]
+)  # fmt: skip
+def cpu_backend(request) -> str:
+    """Each CPU backend the batching engine runs on (openvino where its extra is installed)."""
+    return request.param

@@ -6,7 +6,6 @@ get the same posteriors (within 1e-5) and the same events as an independent spot
 chunks.
 """
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -59,23 +58,14 @@ def _reference(chunks: list[np.ndarray], rate: int, blocks: int | None = None):
     return posteriors, detect(posteriors, spotter.labels, spotter.block_seconds, spotter.detector.config)
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        "onnxruntime",
-        pytest.param("openvino", marks=pytest.mark.skipif(
-            importlib.util.find_spec("openvino") is None, reason="pip install 'ssamba-stream[openvino]'"
-        )),
-    ],
-)  # fmt: skip
-def test_streams_joining_and_leaving_get_what_independent_spotters_get(backend):
+def test_streams_joining_and_leaving_get_what_independent_spotters_get(cpu_backend):
     # The reference spotters run onnxruntime; with openvino the engine's batches of 1-6 streams run as
     # compiled batches of 1, 2 and 4, whose fused kernels round differently (posteriors within 1e-4).
-    tolerance = 1e-5 if backend == "onnxruntime" else 1e-4
+    tolerance = 1e-5 if cpu_backend == "onnxruntime" else 1e-4
     rng = np.random.default_rng(0)
     streams = _streams(load_audio(EXAMPLE, 16000))
     chunks = [_chunks(audio, rng) for audio, _ in streams]
-    engine = MultiStreamEngine(backend=backend)
+    engine = MultiStreamEngine(backend=cpu_backend)
     joins = [0, 0, 5, 12, 40, 200]  # the step at which each stream joins; stream 3 leaves at step 150
     handles: dict[int, object] = {}
     sent = [0] * len(streams)

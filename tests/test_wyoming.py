@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import json
 import os
 import signal
@@ -131,16 +130,7 @@ FORMATS = [
 ]
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        "onnxruntime",
-        pytest.param("openvino", marks=pytest.mark.skipif(
-            importlib.util.find_spec("openvino") is None, reason="pip install 'ssamba-stream[openvino]'"
-        )),
-    ],
-)  # fmt: skip
-def test_concurrent_clients_in_any_format_get_exact_detections(backend):
+def test_concurrent_clients_in_any_format_get_exact_detections(cpu_backend):
     cases = [(fmt, _frames(*fmt[:3])) for fmt in FORMATS]
     expected = [_expected(frames, fmt[0], fmt[3]) for fmt, frames in cases]
     assert [name for name, _ in expected[0]] == SAID  # the plain 16 kHz client hears what was said
@@ -176,7 +166,7 @@ def test_concurrent_clients_in_any_format_get_exact_detections(backend):
         for client in clients:
             client.close()
 
-    asyncio.run(_serving(body, backend=backend))
+    asyncio.run(_serving(body, backend=cpu_backend))
     assert max(batches) <= MAX_BACKLOG_BLOCKS + 2
 
 
