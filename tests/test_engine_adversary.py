@@ -53,7 +53,7 @@ def test_the_encoder_gets_the_classifiers_gradient_reversed_and_scaled():
         optimizer.step()
     assert float(loss.detach()) < 0.2 * first and float(right) == 1.0
     empty, right = adversary(torch.zeros(0, 8), torch.zeros(0, dtype=torch.long))
-    assert float(empty) == 0.0 and float(right) == 0.0
+    assert float(empty.detach()) == 0.0 and float(right) == 0.0
 
 
 def write_table(root: Path, engines: dict[str, str]) -> None:

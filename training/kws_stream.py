@@ -159,9 +159,9 @@ class KwsStreamTask(Task):
         self.teacher = load_embeddings(recipe.distill.teacher) if recipe.distill.teacher else None
         if self.teacher is not None:
             self._check_teacher_covers(splits.train)
-        self.engine_of: dict[str, int] = {}
+        self.engine_of: dict[str, int] = {}  # clip key -> engine index, for the engine adversary
         if recipe.adversary.weight > 0:
-            self.auxiliary = self._engine_adversary(splits.train)
+            self.auxiliary, self.engine_of = self._engine_adversary(splits.train)
             self.auxiliary_lr_scale = recipe.adversary.lr_scale
         self.objective = (
             ContinuousObjective(model, recipe.distill.weight, self.auxiliary)
@@ -216,8 +216,9 @@ class KwsStreamTask(Task):
                 inputs.update(self._adversary_inputs(at, keys))
         return inputs
 
-    def _engine_adversary(self, train: Dataset) -> EngineAdversary:
-        """The engine classifier over the engines of the training clips (``synth_clips.csv``)."""
+    def _engine_adversary(self, train: Dataset) -> tuple[EngineAdversary, dict[str, int]]:
+        """The engine classifier over the engines of the training clips (``synth_clips.csv``), and
+        each listed training clip's engine index."""
         try:
             engine_by_key = clip_engines(self.recipe.data.root)
         except ValueError as exc:
@@ -229,10 +230,10 @@ class KwsStreamTask(Task):
                 f"adversary needs training words from two engines or more; {CLIPS_TABLE} of "
                 f"{self.recipe.data.root} gives {len(engines)} for this training split"
             )
-        self.engine_of = {k: engines.index(engine_by_key[k]) for k in keys if k in engine_by_key}
-        width = self.model.config.embed_dim
+        engine_of = {k: engines.index(engine_by_key[k]) for k in keys if k in engine_by_key}
         section = self.recipe.adversary
-        return EngineAdversary(width, engines, section.hidden, section.weight).to(self.device)
+        adversary = EngineAdversary(self.model.config.embed_dim, engines, section.hidden, section.weight)
+        return adversary.to(self.device), engine_of
 
     def _check_teacher_covers(self, train: Dataset) -> None:
         """At start-up, not hours into the run: every word clip of the training set has an embedding."""
