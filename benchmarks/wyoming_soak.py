@@ -6,7 +6,7 @@ over and over for ``--minutes``. Every replay must give exactly the detections a
 KeywordSpotter gives; the server's resident memory is sampled every 10 s. Prints one line per
 sample and a summary.
 
-    python benchmarks/wyoming_soak.py [--clients 32] [--minutes 2.5]
+    python benchmarks/wyoming_soak.py [--clients 32] [--minutes 2.5] [--backend openvino]
 """
 
 from __future__ import annotations
@@ -92,9 +92,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--minutes", type=float, default=2.5)
+    parser.add_argument("--backend", default="onnxruntime", help="the server's backend")
     args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-m", "ssamba_stream.cli", "wyoming", "--uri", "tcp://127.0.0.1:0"],
-                              stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "ssamba_stream.cli",
+        "wyoming",
+        "--uri",
+        "tcp://127.0.0.1:0",
+        "--backend",
+        args.backend,
+    ]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         port = int(server.stderr.readline().rsplit(":", 1)[1])
         cpu_before = _cpu_seconds(server.pid)

@@ -61,6 +61,10 @@ for word in "$WORK/kokoro"/*/; do
   word="$(basename "$word")"
   [ "$word" = _background_noise_ ] || ln "$WORK/kokoro/$word"/*.wav "$WORK/multi_kokoro/$word/"
 done
+# Both clip tables in one (a new file: the copied one is a hard link to the multi-engine set's), so
+# that --engines picks and the engine adversary see the Kokoro clips too.
+{ cat "$WORK/multi/synth_clips.csv"; tail -n +2 "$WORK/kokoro/synth_clips.csv"; } > "$WORK/multi_kokoro/clips.tmp"
+mv "$WORK/multi_kokoro/clips.tmp" "$WORK/multi_kokoro/synth_clips.csv"
 OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" "$PY" training/train.py \
   --recipe training/recipes/kws-multi-engine.yaml data.root="$WORK/multi_kokoro" \
   model.init_from="$WORK/run-continuous-nearmiss-strong/final" --out "$WORK/run-multi-engine"
