@@ -37,7 +37,8 @@ needs_espeak = pytest.mark.skipif(ESPEAK is None, reason=SKIP_REASON)
 VOICES = [
     ("espeak", "en-us+m3"), ("mbrola", "mb-us1"), ("mbrola", "mb-af1-en"), ("festival", "rab_diphone"),
     ("festival", "us2_mbrola"), ("festival", "kal_diphone"), ("pico", "en-GB"), ("rhvoice", "bdl"),
-    ("rhvoice", "slt"), ("piper", "joe"), ("kokoro", "jm_kumo"), ("kokoro", "mix07"), ("flite", "kal16"),
+    ("rhvoice", "slt"), ("piper", "joe"), ("kokoro", "jm_kumo"), ("kokoro", "mix07"), ("kokoro_ext", "ext01"),
+    ("flite", "kal16"),
 ]  # fmt: skip
 
 
@@ -108,6 +109,20 @@ def test_kokoro_blends_are_fixed_convex_mixes_of_the_styles() -> None:
     assert np.array_equal(blend, voice_style("mix07", styles))  # a name is always the same voice
     assert 0.0 < blend[0, 0] < len(STYLES) - 1 and np.ptp(blend) < 1e-5  # inside the hull, one weight set
     assert not np.allclose(blend, voice_style("mix08", styles))
+
+
+def test_kokoro_extrapolated_voices_lie_outside_the_styles_hull() -> None:
+    # One-hot styles: a voice's table is then its weights on the five styles.
+    styles = {
+        name: np.tile(np.eye(len(STYLES), dtype=np.float32)[i], (4, 1)) for i, name in enumerate(STYLES)
+    }
+    blend = voice_style("mix07", styles)[0]
+    assert blend.min() >= 0 and np.isclose(blend.sum(), 1)
+    voices = [voice_style(voice, styles)[0] for voice in ENGINES["kokoro_ext"].voices]
+    assert all(np.isclose(weights.sum(), 1, atol=1e-5) for weights in voices)
+    assert sum(weights.min() < 0 for weights in voices) == 39  # ext39's blend is too even to leave it
+    assert np.array_equal(voice_style("ext07", styles), voice_style("ext07", styles))
+    assert not np.allclose(voice_style("ext07", styles), voice_style("ext08", styles))
 
 
 def test_engine_voice_lists_keep_the_reserved_speakers_apart() -> None:

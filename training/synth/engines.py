@@ -6,7 +6,7 @@ from .engine import Engine
 from .espeak import EspeakEngine, MbrolaEngine
 from .festival import FestivalEngine
 from .flite import FliteEngine
-from .kokoro import KokoroEngine
+from .kokoro import KokoroEngine, KokoroExtrapolatedEngine
 from .pico import PicoEngine
 from .piper import PiperEngine
 from .rhvoice import RhvoiceEngine
@@ -21,6 +21,7 @@ ENGINES: dict[str, type[Engine]] = {
         RhvoiceEngine,
         PiperEngine,
         KokoroEngine,
+        KokoroExtrapolatedEngine,
         FliteEngine,
     )
 }

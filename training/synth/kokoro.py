@@ -29,6 +29,8 @@ from .espeak import phonemes as espeak_phonemes
 STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 MIXES = 35  # blended voices mix01..mix35
 MIX_CONCENTRATION = 0.6  # Dirichlet alpha: below 1, most blends lean on two or three styles
+EXTRAPOLATED = 40  # voices ext01..ext40 of the kokoro_ext engine
+EXTRAPOLATION_RANGE = (1.6, 2.4)  # how far past its blend, from the styles' mean, a voice lies
 SPEED_RANGE = (0.8, 1.25)
 SEMITONE_RANGE = (-2.0, 2.0)
 KOKORO_RATE = 24000
@@ -47,11 +49,21 @@ def kokoro_phonemes(ipa: str, vocab: dict[str, int]) -> str:
 
 
 def voice_style(voice: str, styles: dict[str, np.ndarray]) -> np.ndarray:
-    """The style table of a base style or of a blend ``mixNN`` (weights fixed by NN)."""
+    """The style table of a base style, a blend ``mixNN`` or an extrapolated ``extNN`` (fixed by NN).
+
+    A blend lies inside the five styles' hull. ``extNN`` takes a blend and goes on past it, away
+    from the styles' mean, by a factor from ``EXTRAPOLATION_RANGE``: the weights still sum to one,
+    but (for 39 of the 40) some are negative, so the voice lies outside the hull, where no blend is.
+    """
     if voice in styles:
         return styles[voice]
-    number = int(voice.removeprefix("mix"))
-    weights = np.random.default_rng(number).dirichlet(np.full(len(STYLES), MIX_CONCENTRATION))
+    extrapolated = voice.startswith("ext")
+    number = int(voice.removeprefix("ext" if extrapolated else "mix"))
+    rng = np.random.default_rng(number + (1000 if extrapolated else 0))
+    weights = rng.dirichlet(np.full(len(STYLES), MIX_CONCENTRATION))
+    if extrapolated:
+        factor = rng.uniform(*EXTRAPOLATION_RANGE)
+        weights = factor * weights + (1 - factor) / len(STYLES)
     return sum(w * styles[s] for w, s in zip(weights, STYLES, strict=True)).astype(np.float32)
 
 
@@ -129,3 +141,13 @@ class KokoroEngine(Engine):
             return None if word_audio is None else shift_pitch(word_audio, p["semitones"])
 
         return each_word(words, speak, draw)
+
+
+class KokoroExtrapolatedEngine(KokoroEngine):
+    """Kokoro-82M voices outside its five styles' hull (``extNN``): more distinct speakers than blends.
+
+    A separate engine, so that ``kokoro`` keeps the voices stage 9 was trained on.
+    """
+
+    name = "kokoro_ext"
+    voices = tuple(f"ext{i:02d}" for i in range(1, EXTRAPOLATED + 1))
