@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.inliner
 
 ELEMENTWISE = {
     "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Max", "Min", "Where", "Sigmoid",
@@ -71,7 +72,7 @@ def _node_flops(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int
 
 def graph_flops(path: str | Path, feeds: dict[str, np.ndarray]) -> dict[str, int]:
     """FLOPs of one call of the graph at ``path`` on ``feeds``, by op type."""
-    model = onnx.load(str(path))
+    model = onnx.inliner.inline_local_functions(onnx.load(str(path)))  # count inside functions too
     shapes = _shapes(model, feeds)
     totals: dict[str, int] = defaultdict(int)
     for node in model.graph.node:

@@ -20,6 +20,7 @@ from ssamba_stream import __version__
 from ssamba_stream.errors import UserError
 from ssamba_stream.formats import atomic_write
 from ssamba_stream.kws import DetectorConfig
+from ssamba_stream.model.block_scan import BlockScan
 from ssamba_stream.model.checkpoint import load_model
 from ssamba_stream.model.graph_scan import GRAPH_SCANS
 from ssamba_stream.model.streaming import StreamStep
@@ -118,6 +119,7 @@ def export_onnx(
                 dynamic_axes=dynamic,
                 opset_version=opset,
                 do_constant_folding=True,
+                export_modules_as_functions={BlockScan},  # for hosts with a native scan kernel
                 dynamo=False,
             )
 

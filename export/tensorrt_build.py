@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
+import onnx.inliner
+
 from ssamba_stream.errors import UserError
 from ssamba_stream.runtime.spec import file_sha256, load_spec, sidecar_path
 
@@ -48,7 +51,10 @@ def build_engine(
         ) from None
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
+    # Each layer's block scan is a local function in the graph (for onnxruntime-native): inlined,
+    # the parser sees plain operators whatever its version supports.
+    graph = onnx.inliner.inline_local_functions(onnx.load(str(onnx_path)))
+    if not parser.parse(graph.SerializeToString()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise UserError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.inliner
 
 from ssamba_stream.errors import UserError, absence
 from ssamba_stream.runtime.spec import BATCH, StreamModelSpec, load_spec
@@ -187,7 +188,7 @@ def _load_graph(path: Path) -> onnx.ModelProto:
     if not path.is_file():
         raise UserError(f"model file {path} {absence(path)}: export one with 'ssamba-export onnx CHECKPOINT'")
     try:
-        model = onnx.load(path)
+        model = onnx.inliner.inline_local_functions(onnx.load(path))  # plain ops for any Triton backend
         onnx.checker.check_model(model)
     except Exception as exc:  # protobuf and the checker raise several types for a file that is not ONNX
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def softplus(x: Tensor) -> Tensor:
@@ -58,3 +58,25 @@ def block_scan(
     y = torch.cat(outputs, dim=2)  # (b, g, L, d)
     y = (y + u * D.float()) * F.silu(z.float())
     return y, state
+
+
+class BlockScan(nn.Module):
+    """softplus, then ``block_scan``, as a module, so that an ONNX export keeps each call as one
+    local function (``BlockScan``; its formal inputs are named after ``forward``'s arguments, which
+    ssamba_stream/runtime/native_backend.py's ``SCAN_ROLES`` repeats). onnxruntime runs it as it
+    runs any graph; the serving runtime's ``onnxruntime-native`` backend runs each call in a
+    compiled kernel instead (ssamba_stream/runtime/host_scan.py). The softplus is inside because
+    onnxruntime's Log is slow: the kernel does it for free beside the scan's own exp."""
+
+    def forward(
+        self,
+        u: Tensor,
+        dt: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Tensor,
+        z: Tensor,
+        initial_state: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        return block_scan(u, softplus(dt), A, B, C, D, z, initial_state)

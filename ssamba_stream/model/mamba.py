@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .block_scan import block_scan, softplus
+from .block_scan import BlockScan
 from .frontend import capturing_graph
 from .native_conv import conv_silu_native
 from .native_scan import native_kernels_built, selective_scan_native
@@ -90,6 +90,7 @@ class Mamba(nn.Module):
         directions = ("", "_b") if bidirectional else ("",)
         for suffix in directions:
             self._build_direction(suffix, conv_bias, dt_min, dt_max, dt_init_floor, dt_scale)
+        self.block_scan = BlockScan()  # no weights: one ONNX function per layer in an exported step
 
     def _build_direction(
         self, suffix: str, conv_bias: bool, dt_min: float, dt_max: float, dt_floor: float, dt_scale: float
@@ -443,9 +444,9 @@ class Mamba(nn.Module):
         dt, B, C = torch.split(u @ x_proj, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt_weight = torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]).transpose(1, 2)  # (2, r, d)
         dt_bias = torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]).unsqueeze(1)  # (2, 1, d)
-        y, last = block_scan(
+        y, last = self.block_scan(
             u,
-            softplus(dt @ dt_weight + dt_bias),
+            dt @ dt_weight + dt_bias,  # softplus'd inside
             -torch.exp(torch.stack([self.A_log, self.A_b_log]).float()).transpose(1, 2),  # (2, n, d)
             B,
             C,

@@ -17,10 +17,8 @@ chunked torch scan instead.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
-import platform
 import sys
 import warnings
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..native_build import cache_root, cpu_tag, native_cflags
 from .scan import ScanResult, _check_inputs, _compute_dtype, selective_scan_chunked
 
 __all__ = ["ENV_VAR", "native_kernels_built", "native_scan_available", "selective_scan_native"]
@@ -42,24 +41,9 @@ _NAME = "ssamba_selective_scan"
 _fallback_warned = False
 
 
-def _cpu_tag() -> str:
-    """The machine, and on x86_64 a hash of the CPU's feature flags: the library is built for them."""
-    machine = platform.machine()
-    if machine != "x86_64":
-        return machine
-    try:
-        flags = next(
-            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
-        )
-    except (OSError, StopIteration):
-        flags = ""
-    return f"{machine}-{hashlib.sha1(flags.encode()).hexdigest()[:8]}"
-
-
 def _build_dir() -> Path:
     """Per torch version and CPU: the library links against one libtorch and uses this CPU's ISA."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "ssamba_stream" / f"torch-{torch.__version__}-{_cpu_tag()}"
+    return cache_root() / f"torch-{torch.__version__}-{cpu_tag()}"
 
 
 def _put_pip_ninja_on_path() -> None:
@@ -93,13 +77,10 @@ def kernels() -> ModuleType | str:
                 flush=True,
             )
         openmp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
-        # x86_64's baseline is SSE2; this CPU's vector width makes the scan 2-4x faster (the build
-        # directory is per CPU). aarch64's baseline already has NEON.
-        native = ["-march=native"] if platform.machine() == "x86_64" else []
         return cpp_extension.load(
             name=_NAME,
             sources=[str(path) for path in _SOURCES],
-            extra_cflags=["-O3", "-fno-trapping-math", *native, *openmp],
+            extra_cflags=["-O3", "-fno-trapping-math", *native_cflags(), *openmp],
             extra_ldflags=openmp,
             build_directory=str(build_dir),
             verbose=False,
