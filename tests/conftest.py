@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from model_fixtures import KWS_LABELS, export_random_model
 
+from ssamba_stream.runtime.host_scan import host_block_scan
+
 from audio_fixtures import ESPEAK, SKIP_REASON, synthesize_speech
 
 
@@ -31,8 +33,12 @@ def random_kws_model(tmp_path_factory):
         pytest.param("openvino", marks=pytest.mark.skipif(
             importlib.util.find_spec("openvino") is None, reason="pip install 'ssamba-stream[openvino]'"
         )),
+        pytest.param("onnxruntime-native", marks=pytest.mark.skipif(
+            isinstance(host_block_scan(), str), reason="the native block scan needs g++"
+        )),
     ]
 )  # fmt: skip
 def cpu_backend(request) -> str:
-    """Each CPU backend the batching engine runs on (openvino where its extra is installed)."""
+    """Each CPU backend the batching engine runs on (openvino where its extra is installed, the
+    native scan where g++ is)."""
     return request.param

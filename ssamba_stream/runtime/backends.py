@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Protocol
 
 import numpy as np
@@ -40,6 +41,7 @@ _FACTORIES: dict[str, BackendFactory] = {}
 # Backends whose module registers them on import, imported only when asked for.
 _MODULES = {
     "openvino": "ssamba_stream.runtime.openvino_backend",
+    "onnxruntime-native": "ssamba_stream.runtime.native_backend",
     "tensorrt": "ssamba_stream.runtime.tensorrt_backend",
     "torch": "ssamba_export.torch_backend",
 }
@@ -47,6 +49,7 @@ _NEEDS = {
     "torch": "PyTorch: pip install 'ssamba-stream[export]'",
     "tensorrt": "TensorRT: pip install 'ssamba-stream[gpu]'",
     "openvino": "OpenVINO: pip install 'ssamba-stream[openvino]'",
+    "onnxruntime-native": "onnxruntime and onnx: pip install 'ssamba-stream[native]'",
 }
 
 
@@ -85,10 +88,7 @@ class OnnxRuntimeBackend:
             raise BackendUnavailable(
                 "onnxruntime is not installed: pip install 'ssamba-stream[cpu]' (or [gpu] for onnxruntime-gpu)"
             ) from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = ort_session_options(ort, threads)
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -109,6 +109,15 @@ class OnnxRuntimeBackend:
         names = [o.name for o in self.session.get_outputs()]
         values = self.session.run(names, {name: inputs[name] for name in self.input_names})
         return dict(zip(names, values, strict=True))
+
+
+def ort_session_options(ort: ModuleType, threads: int) -> object:
+    """onnxruntime session options for a step graph: ``threads`` intra-op threads, full graph optimisation."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
 
 
 register_backend("onnxruntime", lambda path, spec, threads: OnnxRuntimeBackend(path, spec, threads))
