@@ -14,7 +14,7 @@ from ssamba_stream.model.block_scan import BlockScan, block_scan
 from ssamba_stream.runtime import host_scan
 from ssamba_stream.runtime.backends import BackendUnavailable, make_backend
 from ssamba_stream.runtime.graph_split import HostCall, Segment, split_at_calls
-from ssamba_stream.runtime.native_backend import SCAN_FUNCTION, SCAN_ROLES
+from ssamba_stream.runtime.native_backend import SCAN_FUNCTION, SCAN_ROLES, SPLIT_FROM_STREAMS
 from ssamba_stream.runtime.spec import BATCH, ModelFileError, file_sha256, load_spec, sidecar_path
 from ssamba_stream.spotter import resolve_model
 
@@ -68,6 +68,14 @@ def test_the_bundled_graph_splits_into_segments_and_one_call_per_layer():
     assert sorted(in_segments) == sorted(wanted)
 
 
+def test_a_graph_that_defines_the_function_but_never_calls_it_is_refused():
+    model = onnx.load(str(resolve_model(None)))
+    inlined = onnx.inliner.inline_local_functions(model)
+    inlined.functions.append(model.functions[0])
+    with pytest.raises(ModelFileError, match="never calls it"):
+        split_at_calls(inlined, SCAN_FUNCTION, SCAN_ROLES)
+
+
 def _random_inputs(spec, count: int, rng) -> dict[str, np.ndarray]:
     inputs = {"pcm": (rng.standard_normal((count, spec.chunk_samples)) * 0.1).astype(np.float32)}
     for state in spec.state:
@@ -77,7 +85,7 @@ def _random_inputs(spec, count: int, rng) -> dict[str, np.ndarray]:
 
 
 @needs_kernel
-@pytest.mark.parametrize("count", [1, 7])
+@pytest.mark.parametrize("count", [1, SPLIT_FROM_STREAMS, 7])  # 1: the whole graph, one session
 def test_steps_match_onnxruntime_with_the_state_carried(count):
     path = resolve_model(None)
     spec = load_spec(path)
@@ -163,6 +171,7 @@ def test_the_kernel_is_compiled_once_into_the_cache(tmp_path, monkeypatch):
 
 
 def test_each_stream_in_a_call_is_independent():
+    # Five streams go through the split graph, one alone through the whole graph: the same rows.
     if isinstance(KERNEL, str):
         pytest.skip(KERNEL)
     path = resolve_model(None)

@@ -97,6 +97,8 @@ def split_at_calls(model: onnx.ModelProto, function: str, roles: Sequence[str]) 
             parts.append(
                 _segment(group, needed_later[index], initializers, constant_nodes, types, model, index)
             )
+    if not any(isinstance(part, HostCall) for part in parts):
+        raise ModelFileError(f"the graph defines {function} but never calls it: re-export it")
     return SplitGraph(tuple(parts), constants, tuple(o.name for o in graph.output), definition)
 
 

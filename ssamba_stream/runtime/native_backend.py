@@ -23,13 +23,17 @@ from .host_scan import HostBlockScan, host_block_scan
 from .spec import ModelFileError, StreamModelSpec
 
 SCAN_FUNCTION = "BlockScan"
+# Calls for fewer streams run the whole graph in one onnxruntime session: there the split graph's
+# nine session calls cost more than the kernel saves (benchmarks/RESULTS.md, "native kernel").
+SPLIT_FROM_STREAMS = 4
 # The function's inputs, as ssamba_stream/model/block_scan.py names them (kept here so that the
 # runtime needs no torch).
 SCAN_ROLES = ("u", "dt", "A", "B", "C", "D", "z", "initial_state")
 
 
 class NativeScanBackend:
-    """onnxruntime sessions for the segments, the compiled kernel for the scans, run in order."""
+    """onnxruntime sessions for the segments, the compiled kernel for the scans, run in order (and
+    the whole graph in one session for calls of fewer than ``SPLIT_FROM_STREAMS`` streams)."""
 
     def __init__(self, graph_path: Path, spec: StreamModelSpec, threads: int = 1) -> None:
         try:
@@ -55,18 +59,14 @@ class NativeScanBackend:
         except ModelFileError as exc:
             raise ModelFileError(f"{graph_path}: {exc}") from None
         options = ort_session_options(ort, threads)
-        order = _scan_output_order(
-            split,
-            kernel,
-            spec,
-            ort.InferenceSession(
-                _probe(
-                    split.function, next(p for p in split.parts if isinstance(p, HostCall))
-                ).SerializeToString(),
-                options,
-                providers=["CPUExecutionProvider"],
-            ),
-        )
+
+        def session(graph: onnx.ModelProto):  # noqa: ANN202 (onnxruntime's type)
+            return ort.InferenceSession(
+                graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+
+        first_call = next(p for p in split.parts if isinstance(p, HostCall))
+        order = _scan_output_order(split, kernel, spec, session(_probe(split.function, first_call)))
         if order is None:
             raise ModelFileError(
                 f"{graph_path}: its {SCAN_FUNCTION} function does not compute the block scan this runtime "
@@ -74,20 +74,18 @@ class NativeScanBackend:
             )
         self.output_order = order
         self.steps = [
-            (
-                part,
-                ort.InferenceSession(
-                    part.model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-                ),
-            )
-            if isinstance(part, Segment)
-            else (part, None)
-            for part in split.parts
+            (part, session(part.model) if isinstance(part, Segment) else None) for part in split.parts
         ]
         self.constants = split.constants
         self.output_names = split.outputs
+        self.whole = session(model)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if inputs["pcm"].shape[0] < SPLIT_FROM_STREAMS:
+            results = self.whole.run(
+                list(self.output_names), {name: inputs[name] for name in self.input_names}
+            )
+            return dict(zip(self.output_names, results, strict=True))
         values = {**self.constants, **inputs}
         for part, session in self.steps:
             if isinstance(part, HostCall):
