@@ -14,7 +14,7 @@ from ssamba_stream.model.block_scan import BlockScan, block_scan
 from ssamba_stream.runtime import host_scan
 from ssamba_stream.runtime.backends import BackendUnavailable, make_backend
 from ssamba_stream.runtime.graph_split import HostCall, Segment, split_at_calls
-from ssamba_stream.runtime.native_backend import SCAN_FUNCTION, SCAN_ROLES, SPLIT_FROM_STREAMS
+from ssamba_stream.runtime.native_backend import SCAN_FUNCTION, SCAN_ROLES, SPLIT_FROM_STREAMS, _probe
 from ssamba_stream.runtime.spec import BATCH, ModelFileError, file_sha256, load_spec, sidecar_path
 from ssamba_stream.spotter import resolve_model
 
@@ -66,6 +66,12 @@ def test_the_bundled_graph_splits_into_segments_and_one_call_per_layer():
     ]
     wanted = [n.name for n in model.graph.node if n.op_type not in ("Constant", SCAN_FUNCTION)]
     assert sorted(in_segments) == sorted(wanted)
+    # Every model handed to onnxruntime keeps the graph's IR version (the installed onnx may write a
+    # newer one than the installed onnxruntime reads: onnx 1.23.2 writes IR 14, onnxruntime 1.23.2 reads 11).
+    probe = _probe(split.function, split.parts[1], model.ir_version)
+    assert {p.model.ir_version for p in split.parts if isinstance(p, Segment)} | {probe.ir_version} == {
+        model.ir_version
+    }
 
 
 def test_a_graph_that_defines_the_function_but_never_calls_it_is_refused():

@@ -66,7 +66,9 @@ class NativeScanBackend:
             )
 
         first_call = next(p for p in split.parts if isinstance(p, HostCall))
-        order = _scan_output_order(split, kernel, spec, session(_probe(split.function, first_call)))
+        order = _scan_output_order(
+            split, kernel, spec, session(_probe(split.function, first_call, model.ir_version))
+        )
         if order is None:
             raise ModelFileError(
                 f"{graph_path}: its {SCAN_FUNCTION} function does not compute the block scan this runtime "
@@ -98,8 +100,9 @@ class NativeScanBackend:
         return {name: values[name] for name in self.output_names}
 
 
-def _probe(function: onnx.FunctionProto, call: HostCall) -> onnx.ModelProto:
-    """A model of one call of ``function``, whose inputs are named by role."""
+def _probe(function: onnx.FunctionProto, call: HostCall, ir_version: int) -> onnx.ModelProto:
+    """A model of one call of ``function``, whose inputs are named by role (at the graph's IR
+    version: the installed onnx may write a newer one than the installed onnxruntime reads)."""
     roles = list(call.inputs)
     node = helper.make_node(function.name, roles, ["first", "second"], domain=function.domain)
     inputs = [helper.make_tensor_value_info(role, TensorProto.FLOAT, None) for role in roles]
@@ -107,6 +110,7 @@ def _probe(function: onnx.FunctionProto, call: HostCall) -> onnx.ModelProto:
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(function.domain, 1)]
     model = helper.make_model(helper.make_graph([node], "probe", inputs, outputs), opset_imports=opsets)
     model.functions.append(function)
+    model.ir_version = ir_version
     return model
 
 
