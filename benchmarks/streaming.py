@@ -81,11 +81,12 @@ class OfflineWindow(nn.Module):
 
 
 BACKENDS = backend_names()
+GPU_BACKENDS = ("onnxruntime-cuda", "tensorrt")
 
 
 def gpu_missing(backend: str) -> str | None:
-    """Why a GPU backend cannot run here, or None."""
-    if backend in ("onnxruntime", "torch"):
+    """Why a GPU backend cannot run here, or None (always None for a CPU backend)."""
+    if backend not in GPU_BACKENDS:
         return None
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return "onnxruntime has no CUDA provider (pip install onnxruntime-gpu on a GPU machine)"
@@ -134,7 +135,8 @@ def _window_runner(model: SSAMBA, backend: str, threads: int, path: Path):
     if not path.exists():  # the training scan does not trace; export the graph form
         window = OfflineWindow(model, scan="cumsum")
         torch.onnx.export(window, (torch.zeros(1, 16000),), str(path), input_names=["pcm"], dynamo=False)
-    providers = ["CPUExecutionProvider"] if backend == "onnxruntime" else ["CUDAExecutionProvider"]
+    # The sliding-window baseline of a CPU backend runs in onnxruntime on the CPU.
+    providers = ["CUDAExecutionProvider"] if backend in GPU_BACKENDS else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(path), _session_options(threads), providers=providers)
     return lambda pcm: session.run(None, {"pcm": pcm})
 
@@ -233,7 +235,7 @@ def main() -> None:
             if missing:
                 print(f"| {name} | | {backend} | {form} | {threads} | skipped: {missing} |||||||||")
                 continue
-            on_gpu = backend in ("onnxruntime-cuda", "tensorrt")
+            on_gpu = backend in GPU_BACKENDS
             key = ("gpu", 0) if on_gpu else ("cpu", threads)
             if key not in peaks:
                 peaks[key] = gpu_peak_flops() if on_gpu else measured_peak_flops(threads)
