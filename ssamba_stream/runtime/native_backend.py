@@ -18,7 +18,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from .backends import BackendUnavailable, _check_io, _first_line, ort_session_options, register_backend
-from .graph_split import HostCall, Segment, SplitGraph, split_at_calls
+from .graph_split import HostCall, Segment, split_at_calls
 from .host_scan import HostBlockScan, host_block_scan
 from .spec import ModelFileError, StreamModelSpec
 
@@ -67,7 +67,7 @@ class NativeScanBackend:
 
         first_call = next(p for p in split.parts if isinstance(p, HostCall))
         order = _scan_output_order(
-            split, kernel, spec, session(_probe(split.function, first_call, model.ir_version))
+            kernel, spec, session(_probe(split.function, first_call, model.ir_version))
         )
         if order is None:
             raise ModelFileError(
@@ -114,9 +114,7 @@ def _probe(function: onnx.FunctionProto, call: HostCall, ir_version: int) -> onn
     return model
 
 
-def _scan_output_order(
-    split: SplitGraph, kernel: HostBlockScan, spec: StreamModelSpec, probe: object
-) -> tuple[int, int] | None:
+def _scan_output_order(kernel: HostBlockScan, spec: StreamModelSpec, probe: object) -> tuple[int, int] | None:
     """The positions of y and of the last state among the function's outputs (an exporter orders
     them as it likes), found by running the function in onnxruntime and the kernel on the same
     random inputs; None when the kernel matches neither."""

@@ -38,12 +38,19 @@ class OpenVinoBackend:
             raise BackendUnavailable(
                 "OpenVINO is not installed: pip install 'ssamba-stream[openvino]'"
             ) from None
+        try:
+            import onnx.inliner
+        except ImportError:
+            raise BackendUnavailable(
+                "the openvino backend needs onnx: pip install 'ssamba-stream[openvino]'"
+            ) from None
         self.core = openvino.Core()
         try:
-            self.model = self.core.read_model(_inlined(graph_path))
-        except BackendUnavailable:
-            raise
-        except Exception as exc:  # OpenVINO raises its own exception types for unreadable graphs
+            # OpenVINO's ONNX reader takes no local functions, and the exporter keeps each layer's
+            # block scan as one (for the onnxruntime-native backend): inline them first.
+            graph = onnx.inliner.inline_local_functions(onnx.load(str(graph_path)))
+            self.model = self.core.read_model(graph.SerializeToString())
+        except Exception as exc:  # onnx and OpenVINO raise their own exception types for unreadable graphs
             raise ModelFileError(
                 f"{graph_path} is not a loadable ONNX graph ({_first_line(exc)}): re-export it"
             ) from None
@@ -93,24 +100,6 @@ class OpenVinoBackend:
         return {
             name: np.concatenate([r[name] for r in results], axis=self._axis(name)) for name in results[0]
         }
-
-
-def _inlined(graph_path: Path) -> bytes:
-    """The graph with its local functions inlined: OpenVINO's ONNX reader does not take them, and
-    the exporter keeps each layer's block scan as one (for the onnxruntime-native backend)."""
-    try:
-        import onnx
-        import onnx.inliner
-    except ImportError:
-        raise BackendUnavailable(
-            "the openvino backend needs onnx: pip install 'ssamba-stream[openvino]'"
-        ) from None
-    model = onnx.load(str(graph_path))
-    return (
-        onnx.inliner.inline_local_functions(model).SerializeToString()
-        if model.functions
-        else model.SerializeToString()
-    )
 
 
 def _take(value: np.ndarray, axis: int, rows: slice) -> np.ndarray:
