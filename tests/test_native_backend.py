@@ -34,9 +34,17 @@ def _scan_inputs(rng, batch: int, length: int, n: int, d: int) -> dict[str, np.n
 
 
 @needs_kernel
-@pytest.mark.parametrize("length,d", [(8, 192), (5, 13)])  # 13 channels: one vector and a scalar tail
-def test_kernel_equals_the_torch_block_scan(length, d):
+@pytest.mark.parametrize(
+    "length,d,dt_offset",
+    [
+        (8, 192, 0.0),  # the bundled model's block, compiled for its length
+        (5, 13, 0.0),  # any length; 13 channels: one vector and a scalar tail
+        (16, 13, 60.0),  # decays far below float's range: the exponent's clamp
+    ],
+)
+def test_kernel_equals_the_torch_block_scan(length, d, dt_offset):
     inputs = _scan_inputs(np.random.default_rng(length), 3, length, 16, d)
+    inputs["dt"] += dt_offset
     y, last = KERNEL(**inputs)
     y_ref, last_ref = BlockScan()(*(torch.from_numpy(inputs[role]) for role in SCAN_ROLES))
     np.testing.assert_allclose(y, y_ref.numpy(), rtol=1e-5, atol=1e-5)
