@@ -185,15 +185,20 @@ class Detector:
 def _window_means(history: np.ndarray, first: int, window: int) -> np.ndarray:
     """Mean of the last ``window`` rows (fewer at the stream's start) ending at each row from ``first`` on.
 
-    Each mean is computed from its window's values alone, so it is the same however the stream was
-    cut into calls; all full windows at once (the threshold sweeps replay hours of blocks).
+    Each mean adds its window's rows in order and divides, so it is the same however the stream was
+    cut into calls; the full windows are summed a window offset at a time, a few array operations
+    whether one block is new (a live stream: 4 us) or hours of them (threshold sweeps).
     """
+    rows, classes = history.shape
     full_from = max(first, window - 1)  # rows before this have fewer than ``window`` rows behind them
-    partial = [history[: row + 1].mean(axis=0) for row in range(first, min(full_from, len(history)))]
-    parts = [np.array(partial).reshape(-1, history.shape[1])]
-    if len(history) > full_from:
-        views = np.lib.stride_tricks.sliding_window_view(history, window, axis=0)  # (rows, classes, window)
-        parts.append(views[full_from - window + 1 :].mean(axis=-1))
+    partial = [history[: row + 1].mean(axis=0) for row in range(first, min(full_from, rows))]
+    parts = [np.array(partial).reshape(-1, classes)]
+    if rows > full_from:
+        start, count = full_from - window + 1, rows - full_from
+        total = history[start : start + count].copy()
+        for offset in range(1, window):
+            total += history[start + offset : start + offset + count]
+        parts.append(total / window)
     return np.concatenate(parts)
 
 
