@@ -23,9 +23,10 @@ from .host_scan import HostBlockScan, host_block_scan
 from .spec import ModelFileError, StreamModelSpec
 
 SCAN_FUNCTION = "BlockScan"
-# Calls for fewer streams run the whole graph in one onnxruntime session: there the split graph's
-# nine session calls cost more than the kernel saves (benchmarks/RESULTS.md, "native kernel").
-SPLIT_FROM_STREAMS = 4
+# Calls of one stream run the whole graph in one onnxruntime session: there the split graph's nine
+# session calls cost more than the kernel saves (1.67-1.82 against 1.84-2.14 ms); from two streams the
+# split is 12-24% cheaper (benchmarks/RESULTS.md, "native kernel").
+SPLIT_FROM_STREAMS = 2
 # The function's inputs, as ssamba_stream/model/block_scan.py names them (kept here so that the
 # runtime needs no torch).
 SCAN_ROLES = ("u", "dt", "A", "B", "C", "D", "z", "initial_state")
