@@ -87,16 +87,22 @@ def _library() -> Path:
     library = cache_root() / f"host-{cpu_tag()}" / f"block_scan-{digest}.so"
     if library.exists():
         return library
-    compiler = os.environ.get("CXX") or "g++"
-    if shutil.which(compiler) is None:
-        raise RuntimeError(f"no C++ compiler ({compiler!r} not found): install g++")
     library.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
         built = Path(scratch) / library.name
-        command = [compiler, "-O3", "-fno-trapping-math", *native_cflags(), "-std=c++17", "-shared",
-                   "-fPIC", f"-I{_INCLUDE}", str(_SOURCE), "-o", str(built)]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        if result.returncode != 0:
-            raise RuntimeError(f"compiling {_SOURCE.name} failed: {result.stderr.strip()[-300:]}")
+        compile_library(_SOURCE, _INCLUDE, built)
         os.replace(built, library)  # atomic: concurrent processes never load a half-written library
     return library
+
+
+def compile_library(source: Path, include: Path, output: Path) -> None:
+    """Compile a block scan source (with fast_math.h in ``include``) into the shared library
+    ``output``, as the runtime does (benchmarks/host_scan_kernel.py builds older revisions so)."""
+    compiler = os.environ.get("CXX") or "g++"
+    if shutil.which(compiler) is None:
+        raise RuntimeError(f"no C++ compiler ({compiler!r} not found): install g++")
+    command = [compiler, "-O3", "-fno-trapping-math", *native_cflags(), "-std=c++17", "-shared",
+               "-fPIC", f"-I{include}", str(source), "-o", str(output)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"compiling {source.name} failed: {result.stderr.strip()[-300:]}")
