@@ -41,6 +41,8 @@ def to_float_mono(pcm: np.ndarray) -> np.ndarray:
             f"expected PCM of shape (samples, channels), got {pcm.shape}: {pcm.shape[1]} channels is no recording; "
             "for a (channels, samples) array pass pcm.T"
         )
+    if pcm.ndim == 2 and pcm.shape[1] == 1:  # mono as one column: no downmix (a third of a chunk's cost)
+        pcm = pcm[:, 0]
     if pcm.dtype in _INT_SCALE:
         pcm = pcm.astype(np.float32) / np.float32(_INT_SCALE[pcm.dtype])
     elif pcm.dtype == np.uint8:  # unsigned 8-bit PCM is offset by 128

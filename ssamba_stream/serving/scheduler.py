@@ -49,11 +49,13 @@ class BatchScheduler:
         self._executor.shutdown(wait=True)
 
     def notify(self) -> None:
-        """A stream got audio (or ended): step when a block is ready."""
+        """A stream has a whole block (or ended): step when a block is ready."""
         self._wake.set()
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Return once ``predicate()`` holds, checked after every step (for drains and backpressure)."""
+        if predicate():  # the common case (a client within its backlog) without the lock
+            return
         async with self._stepped:
             await self._stepped.wait_for(predicate)
 

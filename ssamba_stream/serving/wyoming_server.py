@@ -254,7 +254,8 @@ class WakeConnection:
         pcm = audio.samples(event.payload)
         for model, stream in self.streams:
             stream.feed(pcm)
-            model.scheduler.notify()
+            if stream.ready_blocks:  # the scheduler acts on whole blocks: no wake-up per chunk
+                model.scheduler.notify()
         for model, stream in self.streams:  # backpressure: a client far ahead of the model waits
             await model.scheduler.wait_until(
                 lambda s=stream: s.ready_blocks < MAX_BACKLOG_BLOCKS or not s.open
