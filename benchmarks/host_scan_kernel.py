@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ssamba_stream.runtime.host_scan import HostBlockScan, compile_library, host_block_scan
+from ssamba_stream.runtime.host_scan import (
+    HostBlockScan,
+    compile_library,
+    host_block_scan,
+    random_scan_inputs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "ssamba_stream/runtime/csrc/block_scan.cpp"
@@ -41,20 +46,6 @@ def kernel_at(revision: str, scratch: Path) -> HostBlockScan:
     return HostBlockScan(ctypes.CDLL(str(library)))
 
 
-def layer_inputs(batch: int, length: int, n: int, d: int) -> dict[str, np.ndarray]:
-    """Random inputs of one layer's call, decays in the range a trained model gives."""
-    rng = np.random.default_rng(0)
-
-    def normal(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape).astype(np.float32)
-
-    return {
-        "u": normal(batch, 2, length, d), "dt": normal(batch, 2, length, d) - 2, "A": -np.exp(normal(2, n, d)),
-        "B": normal(batch, 2, length, n), "C": normal(batch, 2, length, n), "D": normal(2, 1, d),
-        "z": normal(batch, 2, length, d), "initial_state": normal(batch, 2, n, d),
-    }  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--against", required=True, help="git revision of the kernel to compare with")
@@ -67,7 +58,7 @@ def main() -> None:
     current = host_block_scan()
     if isinstance(current, str):
         raise SystemExit(f"error: the working tree's kernel cannot be built: {current}")
-    inputs = layer_inputs(args.batch, args.length, args.state, args.channels)
+    inputs = random_scan_inputs(0, args.batch, args.length, args.state, args.channels)
     with tempfile.TemporaryDirectory() as scratch:
         kernels = {args.against: kernel_at(args.against, Path(scratch)), "working tree": current}
         outputs = {name: kernel(**inputs) for name, kernel in kernels.items()}

@@ -22,17 +22,6 @@ KERNEL = host_scan.host_block_scan()
 needs_kernel = pytest.mark.skipif(isinstance(KERNEL, str), reason=f"no native block scan here: {KERNEL}")
 
 
-def _scan_inputs(rng, batch: int, length: int, n: int, d: int) -> dict[str, np.ndarray]:
-    def normal(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape).astype(np.float32)
-
-    return {
-        "u": normal(batch, 2, length, d), "dt": normal(batch, 2, length, d) - 1, "A": -np.exp(normal(2, n, d)),
-        "B": normal(batch, 2, length, n), "C": normal(batch, 2, length, n), "D": normal(2, 1, d),
-        "z": normal(batch, 2, length, d), "initial_state": normal(batch, 2, n, d),
-    }  # fmt: skip
-
-
 @needs_kernel
 @pytest.mark.parametrize(
     "length,d,dt_offset",
@@ -43,7 +32,7 @@ def _scan_inputs(rng, batch: int, length: int, n: int, d: int) -> dict[str, np.n
     ],
 )
 def test_kernel_equals_the_torch_block_scan(length, d, dt_offset):
-    inputs = _scan_inputs(np.random.default_rng(length), 3, length, 16, d)
+    inputs = host_scan.random_scan_inputs(length, 3, length, 16, d)
     inputs["dt"] += dt_offset
     y, last = KERNEL(**inputs)
     y_ref, last_ref = BlockScan()(*(torch.from_numpy(inputs[role]) for role in SCAN_ROLES))

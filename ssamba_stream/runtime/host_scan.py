@@ -71,6 +71,22 @@ class HostBlockScan:
         return y, last
 
 
+def random_scan_inputs(seed: int, batch: int, length: int, n: int, d: int) -> dict[str, np.ndarray]:
+    """Random inputs of one ``BlockScan`` call of both directions, by role, with decays in the range a
+    trained model gives: for the backend's check of a graph's function against this kernel, and for
+    tests and benchmarks of the kernel."""
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    return {
+        "u": normal(batch, 2, length, d), "dt": normal(batch, 2, length, d) - 1, "A": -np.exp(normal(2, n, d)),
+        "B": normal(batch, 2, length, n), "C": normal(batch, 2, length, n), "D": normal(2, 1, d),
+        "z": normal(batch, 2, length, d), "initial_state": normal(batch, 2, n, d),
+    }  # fmt: skip
+
+
 @functools.cache
 def host_block_scan() -> HostBlockScan | str:
     """The compiled kernel, or why it cannot be had (built or loaded once per process)."""

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 from .backends import BackendUnavailable, _check_io, _first_line, ort_session_options, register_backend
 from .graph_split import HostCall, Segment, split_at_calls
-from .host_scan import HostBlockScan, host_block_scan
+from .host_scan import HostBlockScan, host_block_scan, random_scan_inputs
 from .spec import ModelFileError, StreamModelSpec
 
 SCAN_FUNCTION = "BlockScan"
@@ -123,17 +123,7 @@ def _scan_output_order(kernel: HostBlockScan, spec: StreamModelSpec, probe: obje
     if state is None:
         return None
     d, n = state.shape[-2:]
-    length, groups = spec.block_tokens, 2
-    rng = np.random.default_rng(0)
-
-    def normal(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape).astype(np.float32)
-
-    feeds = {
-        "u": normal(1, groups, length, d), "dt": normal(1, groups, length, d),
-        "A": -np.exp(normal(groups, n, d)), "B": normal(1, groups, length, n), "C": normal(1, groups, length, n),
-        "D": normal(groups, 1, d), "z": normal(1, groups, length, d), "initial_state": normal(1, groups, n, d),
-    }  # fmt: skip
+    feeds = random_scan_inputs(0, 1, spec.block_tokens, n, d)
     graph_outputs = probe.run(None, feeds)
     y, last = kernel(**feeds)
     for order in ((0, 1), (1, 0)):
