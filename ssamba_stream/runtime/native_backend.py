@@ -17,7 +17,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .backends import BackendUnavailable, _check_io, _first_line, ort_session_options, register_backend
+from .backends import (
+    BackendUnavailable,
+    OnnxRuntimeBackend,
+    _first_line,
+    ort_session_options,
+    register_backend,
+)
 from .graph_split import HostCall, Segment, split_at_calls
 from .host_scan import HostBlockScan, host_block_scan, random_scan_inputs
 from .spec import ModelFileError, StreamModelSpec
@@ -37,12 +43,10 @@ class NativeScanBackend:
     the whole graph in one session for calls of fewer than ``SPLIT_FROM_STREAMS`` streams)."""
 
     def __init__(self, graph_path: Path, spec: StreamModelSpec, threads: int = 1) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendUnavailable(
-                "the onnxruntime-native backend needs onnxruntime and onnx: pip install 'ssamba-stream[native]'"
-            ) from None
+        # The whole graph for calls of few streams; it also checks onnxruntime, the file and its sidecar.
+        self.whole = OnnxRuntimeBackend(graph_path, spec, threads)
+        import onnxruntime as ort  # importable: the whole graph's backend needed it
+
         kernel = host_block_scan()
         if isinstance(kernel, str):
             raise BackendUnavailable(f"the native block scan cannot be built here ({kernel})")
@@ -53,8 +57,6 @@ class NativeScanBackend:
             raise ModelFileError(
                 f"{graph_path} is not a loadable ONNX graph ({_first_line(exc)}): re-export it"
             ) from None
-        self.input_names = [v.name for v in model.graph.input]
-        _check_io(graph_path, spec, self.input_names, [v.name for v in model.graph.output])
         try:
             split = split_at_calls(model, SCAN_FUNCTION, SCAN_ROLES)
         except ModelFileError as exc:
@@ -81,14 +83,10 @@ class NativeScanBackend:
         ]
         self.constants = split.constants
         self.output_names = split.outputs
-        self.whole = session(model)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if inputs["pcm"].shape[0] < SPLIT_FROM_STREAMS:
-            results = self.whole.run(
-                list(self.output_names), {name: inputs[name] for name in self.input_names}
-            )
-            return dict(zip(self.output_names, results, strict=True))
+            return self.whole.run(inputs)
         values = {**self.constants, **inputs}
         for part, session in self.steps:
             if isinstance(part, HostCall):
